@@ -1,0 +1,116 @@
+//! HTTP for berth: the distribution API on top of [`berth_registry::Registry`].
+//!
+//! One fallback handler receives every request, [`route::parse`] decides the
+//! endpoint, and the handlers translate between HTTP and the registry domain.
+//! [`error::ApiError`] is the only place where errors become status codes.
+
+mod access_log;
+mod blobs;
+mod body;
+pub mod error;
+mod listing;
+mod manifests;
+pub mod route;
+mod uploads;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use berth_registry::Registry;
+use error::ApiError;
+use http::request::Parts;
+use http::{HeaderValue, Method};
+use route::Route;
+use std::future::Future;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub registry: Arc<Registry>,
+}
+
+/// The whole API as an axum router.
+pub fn router(registry: Arc<Registry>) -> Router {
+    Router::new().fallback(dispatch).with_state(AppState { registry })
+}
+
+/// Serves the API on `listener` until `shutdown` resolves, then lets
+/// in-flight requests finish.
+pub async fn serve(
+    listener: TcpListener,
+    registry: Arc<Registry>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(registry))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
+    let log = access_log::start(&req);
+    let mut resp = match handle(&state, req).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    };
+    resp.headers_mut().insert(
+        "docker-distribution-api-version",
+        HeaderValue::from_static("registry/2.0"),
+    );
+    log.finish(resp)
+}
+
+async fn handle(state: &AppState, req: Request) -> Result<Response, ApiError> {
+    let (req, body) = req.into_parts();
+    let path = req.uri.path().to_owned();
+    let route = route::parse(&path).ok_or_else(ApiError::not_found_route)?;
+    let reg = &state.registry;
+    let method = req.method.clone();
+    match (route, method) {
+        (Route::Base, Method::GET | Method::HEAD) => Ok(json_response(b"{}".to_vec())),
+        (Route::Catalog, Method::GET) => listing::catalog(reg, &req).await,
+        (Route::Tags { name }, Method::GET) => listing::tags(reg, name, &req).await,
+        (Route::Referrers { name, digest }, Method::GET) => listing::referrers(reg, name, digest, &req).await,
+        (Route::Manifest { name, reference }, m @ (Method::GET | Method::HEAD)) => {
+            manifests::get(reg, name, reference, &req, m == Method::HEAD).await
+        }
+        (Route::Manifest { name, reference }, Method::PUT) => manifests::put(reg, name, reference, &req, body).await,
+        (Route::Manifest { name, reference }, Method::DELETE) => manifests::delete(reg, name, reference).await,
+        (Route::Blob { name, digest }, m @ (Method::GET | Method::HEAD)) => {
+            blobs::get(reg, name, digest, &req, m == Method::HEAD).await
+        }
+        (Route::Blob { name, digest }, Method::DELETE) => blobs::delete(reg, name, digest).await,
+        (Route::UploadStart { name }, Method::POST) => uploads::start(reg, name, &req, body).await,
+        (Route::Upload { name, id }, Method::GET) => uploads::status(reg, name, id).await,
+        (Route::Upload { name, id }, Method::PATCH) => uploads::patch(reg, name, id, &req, body).await,
+        (Route::Upload { name, id }, Method::PUT) => uploads::finish(reg, name, id, &req, body).await,
+        (Route::Upload { name, id }, Method::DELETE) => uploads::cancel(reg, name, id).await,
+        _ => Err(ApiError::method_not_allowed()),
+    }
+}
+
+pub(crate) fn json_response(body: Vec<u8>) -> Response {
+    let len = body.len();
+    let mut resp = Response::new(Body::from(body));
+    let h = resp.headers_mut();
+    h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(http::header::CONTENT_LENGTH, HeaderValue::from(len));
+    resp
+}
+
+/// Query parameters, in order, decoded.
+pub(crate) fn query_pairs(req: &Parts) -> Vec<(String, String)> {
+    req.uri
+        .query()
+        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default()
+}
+
+pub(crate) fn query_param(req: &Parts, key: &str) -> Option<String> {
+    query_pairs(req).into_iter().find(|(k, _)| k == key).map(|(_, v)| v)
+}
+
+pub(crate) fn header_str(req: &Parts, name: impl http::header::AsHeaderName) -> Option<&str> {
+    req.headers.get(name).and_then(|v| v.to_str().ok())
+}

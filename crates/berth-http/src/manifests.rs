@@ -1,0 +1,121 @@
+//! `/v2/<name>/manifests/<reference>`
+
+use crate::body::read_limited;
+use crate::error::ApiError;
+use crate::{header_str, query_pairs};
+use axum::body::Body;
+use axum::response::Response;
+use berth_registry::{Registry, RegistryError};
+use berth_spec::manifest::MAX_MANIFEST_SIZE;
+use berth_spec::{ManifestError, Reference, RepoName, Tag};
+use http::request::Parts as Request;
+use http::{header, HeaderValue, StatusCode};
+
+pub(crate) fn parse_name(name: &str) -> Result<RepoName, ApiError> {
+    name.parse::<RepoName>().map_err(|e| RegistryError::from(e).into())
+}
+
+fn parse_reference(reference: &str) -> Result<Reference, ApiError> {
+    reference.parse::<Reference>().map_err(|e| {
+        let e = match e {
+            berth_spec::reference::ReferenceError::Digest(d) => RegistryError::DigestInvalid(d),
+            berth_spec::reference::ReferenceError::Tag(t) => RegistryError::NameInvalid(t),
+        };
+        e.into()
+    })
+}
+
+fn etag(digest: &berth_spec::Digest) -> HeaderValue {
+    HeaderValue::from_str(&format!("\"{digest}\"")).expect("digests are ascii")
+}
+
+fn digest_header(digest: &berth_spec::Digest) -> HeaderValue {
+    HeaderValue::from_str(&digest.to_string()).expect("digests are ascii")
+}
+
+pub async fn get(reg: &Registry, name: &str, reference: &str, req: &Request, head: bool) -> Result<Response, ApiError> {
+    let name = parse_name(name)?;
+    let reference = parse_reference(reference)?;
+    // The stored manifest is served whatever the Accept header says: refusing
+    // it (as distribution does for some types) only breaks clients.
+    let m = reg.get_manifest(&name, &reference).await?;
+    let tag = etag(&m.digest);
+    let not_modified = header_str(req, header::IF_NONE_MATCH)
+        .map(|v| {
+            v.split(',')
+                .any(|t| t.trim() == tag.to_str().unwrap_or("") || t.trim() == "*")
+        })
+        .unwrap_or(false);
+    let len = m.bytes.len();
+    let mut resp = if not_modified {
+        let mut r = Response::new(Body::empty());
+        *r.status_mut() = StatusCode::NOT_MODIFIED;
+        r
+    } else if head {
+        Response::new(Body::empty())
+    } else {
+        Response::new(Body::from(m.bytes))
+    };
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_str(&m.media_type).unwrap_or(HeaderValue::from_static("application/octet-stream")),
+    );
+    if !not_modified {
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    }
+    h.insert("docker-content-digest", digest_header(&m.digest));
+    h.insert(header::ETAG, tag);
+    Ok(resp)
+}
+
+pub async fn put(reg: &Registry, name: &str, reference: &str, req: &Request, body: Body) -> Result<Response, ApiError> {
+    let name = parse_name(name)?;
+    let reference = parse_reference(reference)?;
+    let mut extra_tags = Vec::new();
+    for (k, v) in query_pairs(req) {
+        if k == "tag" {
+            extra_tags.push(v.parse::<Tag>().map_err(RegistryError::from)?);
+        }
+    }
+    let content_type = header_str(req, header::CONTENT_TYPE).map(str::to_owned);
+    if let Some(len) = header_str(req, header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok()) {
+        if len > MAX_MANIFEST_SIZE as u64 {
+            return Err(RegistryError::ManifestInvalid(ManifestError::TooLarge).into());
+        }
+    }
+    let bytes = read_limited(body, MAX_MANIFEST_SIZE)
+        .await
+        .map_err(RegistryError::Body)?
+        .ok_or(RegistryError::ManifestInvalid(ManifestError::TooLarge))?;
+    let put = reg
+        .put_manifest(&name, &reference, content_type.as_deref(), bytes, &extra_tags)
+        .await?;
+    let mut resp = Response::new(Body::empty());
+    *resp.status_mut() = StatusCode::CREATED;
+    let h = resp.headers_mut();
+    h.insert(
+        header::LOCATION,
+        HeaderValue::from_str(&format!("/v2/{name}/manifests/{}", put.digest)).expect("ascii"),
+    );
+    h.insert("docker-content-digest", digest_header(&put.digest));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+    if let Some(subject) = &put.subject {
+        h.insert("oci-subject", digest_header(subject));
+    }
+    Ok(resp)
+}
+
+pub async fn delete(reg: &Registry, name: &str, reference: &str) -> Result<Response, ApiError> {
+    let name = parse_name(name)?;
+    let reference = parse_reference(reference)?;
+    reg.delete_manifest(&name, &reference).await?;
+    Ok(accepted())
+}
+
+pub(crate) fn accepted() -> Response {
+    let mut resp = Response::new(Body::empty());
+    *resp.status_mut() = StatusCode::ACCEPTED;
+    resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+    resp
+}

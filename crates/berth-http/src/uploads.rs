@@ -1,0 +1,193 @@
+//! `/v2/<name>/blobs/uploads/` and `/v2/<name>/blobs/uploads/<id>`
+
+use crate::blobs::parse_digest;
+use crate::body::request_stream;
+use crate::error::ApiError;
+use crate::manifests::parse_name;
+use crate::{header_str, query_param};
+use axum::body::Body;
+use axum::response::Response;
+use berth_registry::{Registry, RegistryError, UploadStatus};
+use berth_spec::{Digest, ErrorCode, RepoName};
+use http::request::Parts as Request;
+use http::{header, HeaderValue, StatusCode};
+
+fn location_of(name: &RepoName, id: &str) -> HeaderValue {
+    HeaderValue::from_str(&format!("/v2/{name}/blobs/uploads/{id}")).expect("ascii")
+}
+
+/// The Range header of an upload: `0-<last byte>`, without a `bytes=` prefix
+/// (docker parses it literally), and `0-0` for an empty upload as distribution does.
+fn range_value(offset: u64) -> HeaderValue {
+    HeaderValue::from(offset.saturating_sub(1))
+        .to_str()
+        .map(|end| format!("0-{end}"))
+        .map_or_else(
+            |_| HeaderValue::from_static("0-0"),
+            |v| HeaderValue::from_str(&v).expect("ascii"),
+        )
+}
+
+fn upload_response(status: StatusCode, name: &RepoName, st: &UploadStatus) -> Response {
+    let mut resp = Response::new(Body::empty());
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(header::LOCATION, location_of(name, &st.id));
+    h.insert(header::RANGE, range_value(st.offset));
+    h.insert("docker-upload-uuid", HeaderValue::from_str(&st.id).expect("ascii"));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+    resp
+}
+
+fn blob_created(name: &RepoName, digest: &Digest) -> Response {
+    let mut resp = Response::new(Body::empty());
+    *resp.status_mut() = StatusCode::CREATED;
+    let h = resp.headers_mut();
+    h.insert(
+        header::LOCATION,
+        HeaderValue::from_str(&format!("/v2/{name}/blobs/{digest}")).expect("ascii"),
+    );
+    h.insert(
+        "docker-content-digest",
+        HeaderValue::from_str(&digest.to_string()).expect("ascii"),
+    );
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+    resp
+}
+
+/// Parses Content-Range of a chunk: `<start>-<end>` per the spec; `bytes=`,
+/// `bytes ` prefixes and a `/<total>` suffix are tolerated. Returns (start, end).
+fn parse_content_range(v: &str) -> Option<(u64, u64)> {
+    let v = v.trim();
+    let v = v
+        .strip_prefix("bytes=")
+        .or_else(|| v.strip_prefix("bytes "))
+        .unwrap_or(v);
+    let v = v.split('/').next()?;
+    let (a, b) = v.split_once('-')?;
+    let (a, b) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+    (a <= b).then_some((a, b))
+}
+
+/// The chunk's start offset, if the request says where it starts.
+fn chunk_start(req: &Request) -> Result<Option<u64>, ApiError> {
+    let Some(v) = header_str(req, header::CONTENT_RANGE) else {
+        return Ok(None);
+    };
+    let (start, end) = parse_content_range(v).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            ErrorCode::BlobUploadInvalid,
+            format!("malformed Content-Range {v:?}; expected <start>-<end>"),
+        )
+    })?;
+    if let Some(len) = header_str(req, header::CONTENT_LENGTH).and_then(|l| l.parse::<u64>().ok()) {
+        if len != end - start + 1 {
+            return Err(ApiError::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                ErrorCode::BlobUploadInvalid,
+                format!("Content-Range {v:?} does not match Content-Length {len}"),
+            ));
+        }
+    }
+    Ok(Some(start))
+}
+
+/// Out-of-order chunks get 416 with the upload's current Range, so the client can resume.
+fn with_upload_state(e: RegistryError, name: &RepoName, id: &str) -> ApiError {
+    let offset = match &e {
+        RegistryError::UploadOutOfOrder { offset, .. } => Some(*offset),
+        _ => None,
+    };
+    let mut err = ApiError::from(e);
+    if let Some(offset) = offset {
+        err = err
+            .with_header(header::LOCATION, location_of(name, id))
+            .with_header(header::RANGE, range_value(offset))
+            .with_header(
+                http::HeaderName::from_static("docker-upload-uuid"),
+                HeaderValue::from_str(id).expect("ascii"),
+            );
+    }
+    err
+}
+
+pub async fn start(reg: &Registry, name: &str, req: &Request, body: Body) -> Result<Response, ApiError> {
+    let name = parse_name(name)?;
+    if let Some(mount) = query_param(req, "mount") {
+        let digest = parse_digest(&mount)?;
+        if let Some(from) = query_param(req, "from") {
+            let from = parse_name(&from)?;
+            if reg.mount_blob(&name, &from, &digest).await? {
+                return Ok(blob_created(&name, &digest));
+            }
+        }
+        // Not mountable: fall back to an ordinary upload session, as the spec says.
+        let st = reg.start_upload(&name).await?;
+        return Ok(upload_response(StatusCode::ACCEPTED, &name, &st));
+    }
+    if let Some(digest) = query_param(req, "digest") {
+        let digest = parse_digest(&digest)?;
+        reg.put_blob(&name, &digest, request_stream(body)).await?;
+        return Ok(blob_created(&name, &digest));
+    }
+    let st = reg.start_upload(&name).await?;
+    Ok(upload_response(StatusCode::ACCEPTED, &name, &st))
+}
+
+pub async fn status(reg: &Registry, name: &str, id: &str) -> Result<Response, ApiError> {
+    let name = parse_name(name)?;
+    let st = reg.upload_status(&name, id).await?;
+    Ok(upload_response(StatusCode::NO_CONTENT, &name, &st))
+}
+
+pub async fn patch(reg: &Registry, name: &str, id: &str, req: &Request, body: Body) -> Result<Response, ApiError> {
+    let name = parse_name(name)?;
+    let start = chunk_start(req)?;
+    let st = reg
+        .append_upload(&name, id, start, request_stream(body))
+        .await
+        .map_err(|e| with_upload_state(e, &name, id))?;
+    Ok(upload_response(StatusCode::ACCEPTED, &name, &st))
+}
+
+pub async fn finish(reg: &Registry, name: &str, id: &str, req: &Request, body: Body) -> Result<Response, ApiError> {
+    let name = parse_name(name)?;
+    let digest = query_param(req, "digest").ok_or_else(|| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::DigestInvalid,
+            "finishing an upload needs ?digest=<digest>",
+        )
+    })?;
+    let digest = parse_digest(&digest)?;
+    let start = chunk_start(req)?;
+    reg.finish_upload(&name, id, &digest, start, Some(request_stream(body)))
+        .await
+        .map_err(|e| with_upload_state(e, &name, id))?;
+    Ok(blob_created(&name, &digest))
+}
+
+pub async fn cancel(reg: &Registry, name: &str, id: &str) -> Result<Response, ApiError> {
+    let name = parse_name(name)?;
+    reg.cancel_upload(&name, id).await?;
+    let mut resp = Response::new(Body::empty());
+    *resp.status_mut() = StatusCode::NO_CONTENT;
+    Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_ranges() {
+        assert_eq!(parse_content_range("0-99"), Some((0, 99)));
+        assert_eq!(parse_content_range("bytes=5-9"), Some((5, 9)));
+        assert_eq!(parse_content_range("bytes 5-9/100"), Some((5, 9)));
+        assert_eq!(parse_content_range("9-5"), None);
+        assert_eq!(parse_content_range("x"), None);
+        assert_eq!(range_value(0), "0-0");
+        assert_eq!(range_value(10), "0-9");
+    }
+}

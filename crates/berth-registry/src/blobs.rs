@@ -1,0 +1,121 @@
+//! Reading, mounting and deleting blobs of a repository.
+
+use crate::{Registry, RegistryError, Result};
+use berth_spec::range::ByteRange;
+use berth_spec::{Digest, RepoName};
+use berth_storage::{layout, ObjectBody, StorageError};
+use bytes::Bytes;
+use std::ops::Range;
+
+/// A blob (or a range of it) ready to send.
+pub struct BlobContent {
+    /// The size of the whole blob.
+    pub size: u64,
+    /// The part being sent: the whole blob unless a range was asked for.
+    pub range: Range<u64>,
+    /// `None` for HEAD-style lookups that do not need the bytes.
+    pub body: Option<ObjectBody>,
+}
+
+impl Registry {
+    /// True when `digest` may be read from `name`: pushed or mounted there as
+    /// a blob, or stored there as a manifest (distribution serves both).
+    pub(crate) async fn blob_linked(&self, name: &RepoName, digest: &Digest) -> Result<bool> {
+        for key in [
+            layout::layer_link(name, digest),
+            layout::manifest_revision_link(name, digest),
+        ] {
+            match self.backend.head(&key).await {
+                Ok(_) => return Ok(true),
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(false)
+    }
+
+    /// Looks a blob up and, unless `head_only`, opens the requested range of it.
+    pub async fn get_blob(
+        &self,
+        name: &RepoName,
+        digest: &Digest,
+        range: Option<ByteRange>,
+        head_only: bool,
+    ) -> Result<BlobContent> {
+        if let Some(source) = self.source_for(name) {
+            let mut content = source.blob(name, digest, range).await?;
+            if head_only {
+                content.body = None;
+            }
+            return Ok(content);
+        }
+        if !self.blob_linked(name, digest).await? {
+            return Err(RegistryError::BlobUnknown(digest.clone()));
+        }
+        let key = layout::blob_data(digest);
+        let size = match self.backend.head(&key).await {
+            Ok(meta) => meta.size,
+            // Linked but gone: deleted by garbage collection, or a half-copied directory.
+            Err(e) if e.is_not_found() => return Err(RegistryError::BlobUnknown(digest.clone())),
+            Err(e) => return Err(e.into()),
+        };
+        let range = match range {
+            None => 0..size,
+            Some(r) => r.resolve(size).ok_or(RegistryError::RangeNotSatisfiable { size })?,
+        };
+        let body = if head_only {
+            None
+        } else {
+            match self.backend.open(&key, Some(range.clone())).await {
+                Ok(body) => Some(body),
+                Err(StorageError::NotFound(_)) => return Err(RegistryError::BlobUnknown(digest.clone())),
+                Err(StorageError::RangeNotSatisfiable { size, .. }) => {
+                    return Err(RegistryError::RangeNotSatisfiable { size })
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        Ok(BlobContent { size, range, body })
+    }
+
+    /// Makes a blob of repository `from` readable from `name` without copying
+    /// it. Returns false when `from` does not hold the blob (the client then
+    /// uploads it as usual).
+    pub async fn mount_blob(&self, name: &RepoName, from: &RepoName, digest: &Digest) -> Result<bool> {
+        self.ensure_writable(name)?;
+        if self.source_for(from).is_some() || !self.blob_linked(from, digest).await? {
+            return Ok(false);
+        }
+        match self.backend.head(&layout::blob_data(digest)).await {
+            Ok(_) => {}
+            Err(e) if e.is_not_found() => return Ok(false),
+            Err(e) => return Err(e.into()),
+        }
+        self.link_blob(name, digest).await?;
+        Ok(true)
+    }
+
+    pub(crate) async fn link_blob(&self, name: &RepoName, digest: &Digest) -> Result<()> {
+        self.backend
+            .put(
+                &layout::layer_link(name, digest),
+                Bytes::from(layout::link_content(digest)),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Unlinks a blob from a repository. The bytes stay until garbage
+    /// collection, since other repositories may share them.
+    pub async fn delete_blob(&self, name: &RepoName, digest: &Digest) -> Result<()> {
+        self.ensure_writable(name)?;
+        let key = layout::layer_link(name, digest);
+        match self.backend.head(&key).await {
+            Ok(_) => {}
+            Err(e) if e.is_not_found() => return Err(RegistryError::BlobUnknown(digest.clone())),
+            Err(e) => return Err(e.into()),
+        }
+        self.backend.delete(&key).await?;
+        Ok(())
+    }
+}

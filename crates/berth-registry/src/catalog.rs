@@ -1,0 +1,129 @@
+//! The catalog (every repository) and housekeeping that walks repositories.
+
+use crate::{Registry, Result};
+use berth_spec::RepoName;
+use berth_storage::layout;
+use std::time::SystemTime;
+
+impl Registry {
+    /// Every repository, from storage and from the read-only sources, sorted.
+    ///
+    /// Storage is walked: a directory is a repository when it holds
+    /// `_manifests`, as in distribution. Directories starting with `_` are
+    /// repository internals and never names.
+    pub async fn catalog(&self) -> Result<Vec<String>> {
+        let mut repos: Vec<String> = self
+            .stored_repositories()
+            .await?
+            .into_iter()
+            .map(|n| n.to_string())
+            .collect();
+        for source in &self.sources {
+            repos.extend(source.repositories().await?.into_iter().map(|n| n.to_string()));
+        }
+        repos.sort();
+        repos.dedup();
+        Ok(repos)
+    }
+
+    async fn stored_repositories(&self) -> Result<Vec<RepoName>> {
+        let root = layout::repositories_root();
+        let mut found = Vec::new();
+        let mut pending = vec![String::new()];
+        while let Some(rel) = pending.pop() {
+            let dir = if rel.is_empty() {
+                root.clone()
+            } else {
+                format!("{root}/{rel}")
+            };
+            let children = self.backend.list(&dir).await?;
+            if !rel.is_empty()
+                && children
+                    .iter()
+                    .any(|c| c == "_manifests" || c == "_layers" || c == "_uploads")
+            {
+                if let Ok(name) = rel.parse::<RepoName>() {
+                    if children.iter().any(|c| c == "_manifests") {
+                        found.push(name);
+                    }
+                }
+            }
+            for child in children {
+                if child.starts_with('_') {
+                    continue;
+                }
+                pending.push(if rel.is_empty() {
+                    child
+                } else {
+                    format!("{rel}/{child}")
+                });
+            }
+        }
+        Ok(found)
+    }
+
+    /// Removes uploads started longer ago than the configured maximum age.
+    /// Returns how many were removed.
+    pub async fn purge_stale_uploads(&self) -> Result<usize> {
+        let max_age = self.config.upload_max_age;
+        let now = SystemTime::now();
+        let mut removed = 0;
+        let root = layout::repositories_root();
+        let mut pending = vec![String::new()];
+        while let Some(rel) = pending.pop() {
+            let dir = if rel.is_empty() {
+                root.clone()
+            } else {
+                format!("{root}/{rel}")
+            };
+            for child in self.backend.list(&dir).await? {
+                if child == "_uploads" {
+                    let Ok(name) = rel.parse::<RepoName>() else { continue };
+                    removed += self.purge_repository_uploads(&name, now, max_age).await?;
+                } else if !child.starts_with('_') {
+                    pending.push(if rel.is_empty() {
+                        child
+                    } else {
+                        format!("{rel}/{child}")
+                    });
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    async fn purge_repository_uploads(
+        &self,
+        name: &RepoName,
+        now: SystemTime,
+        max_age: std::time::Duration,
+    ) -> Result<usize> {
+        let mut removed = 0;
+        for id in self.backend.list(&layout::uploads_dir(name)).await? {
+            let started = match self.backend.get(&layout::upload_started_at(name, &id)).await {
+                Ok(bytes) => std::str::from_utf8(&bytes)
+                    .ok()
+                    .and_then(|s| {
+                        time::OffsetDateTime::parse(s.trim(), &time::format_description::well_known::Rfc3339).ok()
+                    })
+                    .map(SystemTime::from),
+                Err(e) if e.is_not_found() => None,
+                Err(e) => return Err(e.into()),
+            };
+            let key = crate::uploads::session_key(name, &id);
+            // Monolithic pushes stage without a start time while they run (and
+            // are in the upload table); any other upload without one is a
+            // leftover of a crash.
+            let stale = match started {
+                Some(t) => now.duration_since(t).map(|age| age > max_age).unwrap_or(false),
+                None => !self.uploads.contains(&key),
+            };
+            if stale {
+                self.backend.delete_prefix(&layout::upload_dir(name, &id)).await?;
+                self.uploads.remove(&key);
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}

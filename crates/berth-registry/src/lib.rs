@@ -1,0 +1,89 @@
+//! The registry domain: what a repository holds and how it changes.
+//!
+//! [`Registry`] owns a storage [`Backend`] and a set of read-only
+//! [`ImageSource`]s. It enforces the rules of the distribution spec that do
+//! not depend on HTTP: digests are verified while streaming, blobs are only
+//! readable from repositories they were pushed or mounted into, manifests
+//! must reference content the repository holds, tags move atomically, and
+//! read-only sources refuse writes.
+
+mod blobs;
+mod catalog;
+mod error;
+mod manifests;
+pub mod source;
+mod uploads;
+
+pub use blobs::BlobContent;
+pub use error::{RegistryError, Result};
+pub use manifests::{ManifestContent, PutManifest};
+pub use source::ImageSource;
+pub use uploads::UploadStatus;
+
+use berth_spec::RepoName;
+use berth_storage::Backend;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct RegistryConfig {
+    /// Uploads not finished within this long are removed by [`Registry::purge_stale_uploads`].
+    pub upload_max_age: Duration,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        RegistryConfig {
+            upload_max_age: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+pub struct Registry {
+    backend: Arc<dyn Backend>,
+    sources: Vec<Arc<dyn ImageSource>>,
+    uploads: uploads::UploadTable,
+    manifest_cache: manifests::ManifestCache,
+    config: RegistryConfig,
+}
+
+impl Registry {
+    pub fn new(backend: Arc<dyn Backend>, config: RegistryConfig) -> Registry {
+        Registry {
+            backend,
+            sources: Vec::new(),
+            uploads: uploads::UploadTable::default(),
+            manifest_cache: manifests::ManifestCache::default(),
+            config,
+        }
+    }
+
+    /// Serves the repositories of `source` (those under its prefix) read-only.
+    pub fn add_source(&mut self, source: Arc<dyn ImageSource>) {
+        self.sources.push(source);
+    }
+
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    pub fn config(&self) -> &RegistryConfig {
+        &self.config
+    }
+
+    /// The read-only source that owns `name`, if any.
+    fn source_for(&self, name: &RepoName) -> Option<&Arc<dyn ImageSource>> {
+        self.sources.iter().find(|s| name.is_under(s.prefix()))
+    }
+
+    /// Refuses writes to repositories served from a read-only source.
+    fn ensure_writable(&self, name: &RepoName) -> Result<()> {
+        match self.source_for(name) {
+            Some(s) => Err(RegistryError::Denied(format!(
+                "repository {name} is served read-only from {}; push to another name",
+                s.describe()
+            ))),
+            None => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,299 @@
+//! Manifests, tags and referrers.
+
+use crate::{Registry, RegistryError, Result};
+use berth_spec::manifest::{referrers_index, stored_media_type};
+use berth_spec::{Descriptor, Digest, Manifest, ManifestKind, Reference, RepoName, Tag};
+use berth_storage::layout;
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// A manifest as stored: its exact bytes, their digest and the media type to serve.
+#[derive(Debug, Clone)]
+pub struct ManifestContent {
+    pub digest: Digest,
+    pub media_type: String,
+    pub bytes: Bytes,
+}
+
+/// What a successful manifest PUT tells the client.
+#[derive(Debug, Clone)]
+pub struct PutManifest {
+    pub digest: Digest,
+    /// Set when the manifest has a `subject` (the `OCI-Subject` header).
+    pub subject: Option<Digest>,
+}
+
+/// Manifests are immutable under their digest, so their bytes can be kept in
+/// memory without ever going stale. Bounded by total size; when full it is
+/// simply cleared, which keeps the hot set small and the code obvious.
+#[derive(Default)]
+pub(crate) struct ManifestCache {
+    inner: Mutex<CacheInner>,
+}
+
+#[derive(Default)]
+struct CacheInner {
+    entries: HashMap<Digest, ManifestContent>,
+    bytes: usize,
+}
+
+const CACHE_LIMIT_BYTES: usize = 4 << 20;
+
+impl ManifestCache {
+    fn get(&self, digest: &Digest) -> Option<ManifestContent> {
+        self.inner.lock().unwrap().entries.get(digest).cloned()
+    }
+
+    fn insert(&self, content: ManifestContent) {
+        let mut inner = self.inner.lock().unwrap();
+        if inner.bytes + content.bytes.len() > CACHE_LIMIT_BYTES {
+            inner.entries.clear();
+            inner.bytes = 0;
+        }
+        inner.bytes += content.bytes.len();
+        inner.entries.insert(content.digest.clone(), content);
+    }
+}
+
+fn parse_link(bytes: &[u8]) -> Option<Digest> {
+    std::str::from_utf8(bytes).ok()?.trim().parse().ok()
+}
+
+impl Registry {
+    async fn exists(&self, key: &str) -> Result<bool> {
+        match self.backend.head(key).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The digest a tag points at, if the tag exists.
+    async fn resolve_tag(&self, name: &RepoName, tag: &Tag) -> Result<Option<Digest>> {
+        match self.backend.get(&layout::tag_current_link(name, tag)).await {
+            Ok(bytes) => Ok(parse_link(&bytes)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn read_manifest_blob(&self, digest: &Digest) -> Result<Option<ManifestContent>> {
+        if let Some(hit) = self.manifest_cache.get(digest) {
+            return Ok(Some(hit));
+        }
+        let bytes = match self.backend.get(&layout::blob_data(digest)).await {
+            Ok(b) => b,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let content = ManifestContent {
+            digest: digest.clone(),
+            media_type: stored_media_type(&bytes),
+            bytes,
+        };
+        self.manifest_cache.insert(content.clone());
+        Ok(Some(content))
+    }
+
+    pub async fn get_manifest(&self, name: &RepoName, reference: &Reference) -> Result<ManifestContent> {
+        if let Some(source) = self.source_for(name) {
+            return source.manifest(name, reference).await;
+        }
+        let unknown = || RegistryError::ManifestUnknown(reference.to_string());
+        let digest = match reference {
+            Reference::Tag(tag) => self.resolve_tag(name, tag).await?.ok_or_else(unknown)?,
+            Reference::Digest(d) => d.clone(),
+        };
+        if !self.exists(&layout::manifest_revision_link(name, &digest)).await? {
+            return Err(unknown());
+        }
+        self.read_manifest_blob(&digest).await?.ok_or_else(unknown)
+    }
+
+    pub async fn put_manifest(
+        &self,
+        name: &RepoName,
+        reference: &Reference,
+        content_type: Option<&str>,
+        bytes: Bytes,
+        extra_tags: &[Tag],
+    ) -> Result<PutManifest> {
+        self.ensure_writable(name)?;
+        let manifest = Manifest::parse(&bytes, content_type)?;
+        let digest = match reference {
+            Reference::Digest(expected) => {
+                let mut h = expected.algorithm().digester();
+                h.update(&bytes);
+                let actual = h.finish();
+                if &actual != expected {
+                    return Err(RegistryError::DigestMismatch {
+                        expected: expected.clone(),
+                        actual,
+                    });
+                }
+                actual
+            }
+            Reference::Tag(_) => Digest::sha256_of(&bytes),
+        };
+
+        for blob in manifest.required_blobs() {
+            if !self.exists(&layout::layer_link(name, &blob.digest)).await? {
+                return Err(RegistryError::ManifestBlobUnknown(blob.digest.clone()));
+            }
+        }
+        if manifest.kind == ManifestKind::Index {
+            for child in &manifest.manifests {
+                if !self
+                    .exists(&layout::manifest_revision_link(name, &child.digest))
+                    .await?
+                {
+                    return Err(RegistryError::ManifestBlobUnknown(child.digest.clone()));
+                }
+            }
+        }
+
+        let blob = layout::blob_data(&digest);
+        if !self.exists(&blob).await? {
+            self.backend.put(&blob, bytes.clone()).await?;
+        }
+        let link = Bytes::from(layout::link_content(&digest));
+        self.backend
+            .put(&layout::manifest_revision_link(name, &digest), link.clone())
+            .await?;
+
+        let mut tags: Vec<&Tag> = extra_tags.iter().collect();
+        if let Reference::Tag(t) = reference {
+            tags.push(t);
+        }
+        for tag in tags {
+            self.backend
+                .put(&layout::tag_index_link(name, tag, &digest), link.clone())
+                .await?;
+            self.backend
+                .put(&layout::tag_current_link(name, tag), link.clone())
+                .await?;
+        }
+
+        let subject = match &manifest.subject {
+            Some(subject) => {
+                self.index_referrer(name, &subject.digest, &digest, &manifest, bytes.len() as u64)
+                    .await?;
+                Some(subject.digest.clone())
+            }
+            None => None,
+        };
+        Ok(PutManifest { digest, subject })
+    }
+
+    async fn index_referrer(
+        &self,
+        name: &RepoName,
+        subject: &Digest,
+        digest: &Digest,
+        manifest: &Manifest,
+        size: u64,
+    ) -> Result<()> {
+        let descriptor = Descriptor {
+            media_type: manifest.media_type.clone(),
+            digest: digest.clone(),
+            size,
+            urls: Vec::new(),
+            annotations: manifest.annotations.clone().filter(|a| !a.is_empty()),
+            artifact_type: manifest.artifact_type.clone(),
+            platform: None,
+        };
+        let json = serde_json::to_vec(&descriptor).expect("descriptors serialize");
+        self.backend
+            .put(&layout::referrer_entry(name, subject, digest), Bytes::from(json))
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes a manifest by digest (with every tag pointing at it), or removes
+    /// one tag, leaving the manifest in place.
+    pub async fn delete_manifest(&self, name: &RepoName, reference: &Reference) -> Result<()> {
+        self.ensure_writable(name)?;
+        let unknown = || RegistryError::ManifestUnknown(reference.to_string());
+        match reference {
+            Reference::Tag(tag) => {
+                if self.resolve_tag(name, tag).await?.is_none() {
+                    return Err(unknown());
+                }
+                self.backend.delete_prefix(&layout::tag_dir(name, tag)).await?;
+            }
+            Reference::Digest(digest) => {
+                let link = layout::manifest_revision_link(name, digest);
+                if !self.exists(&link).await? {
+                    return Err(unknown());
+                }
+                for tag in self.tag_names(name).await? {
+                    if let Ok(tag) = tag.parse::<Tag>() {
+                        if self.resolve_tag(name, &tag).await?.as_ref() == Some(digest) {
+                            self.backend.delete_prefix(&layout::tag_dir(name, &tag)).await?;
+                        }
+                    }
+                }
+                if let Some(content) = self.read_manifest_blob(digest).await? {
+                    if let Ok(m) = Manifest::parse(&content.bytes, Some(&content.media_type)) {
+                        if let Some(subject) = m.subject {
+                            self.backend
+                                .delete(&layout::referrer_entry(name, &subject.digest, digest))
+                                .await?;
+                        }
+                    }
+                }
+                self.backend.delete(&link).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn tag_names(&self, name: &RepoName) -> Result<Vec<String>> {
+        Ok(self.backend.list(&layout::tags_dir(name)).await?)
+    }
+
+    /// All tags of a repository, sorted lexically.
+    pub async fn tags(&self, name: &RepoName) -> Result<Vec<String>> {
+        let mut tags = if let Some(source) = self.source_for(name) {
+            source.tags(name).await?
+        } else {
+            if self.backend.list(&layout::repository(name)).await?.is_empty() {
+                return Err(RegistryError::NameUnknown(name.clone()));
+            }
+            self.tag_names(name).await?
+        };
+        tags.sort();
+        tags.dedup();
+        Ok(tags)
+    }
+
+    /// The referrers index of `subject` in `name`, optionally only those of
+    /// one artifact type. Returns the index body and whether a filter applied.
+    pub async fn referrers(&self, name: &RepoName, subject: &Digest, artifact_type: Option<&str>) -> Result<Vec<u8>> {
+        let mut found = Vec::new();
+        if self.source_for(name).is_none() {
+            let dir = layout::referrers_dir(name, subject);
+            let mut entries = self.backend.list(&dir).await?;
+            entries.sort();
+            for entry in entries {
+                if layout::parse_referrer_entry_name(&entry).is_none() {
+                    continue;
+                }
+                let bytes = match self.backend.get(&format!("{dir}/{entry}")).await {
+                    Ok(b) => b,
+                    Err(e) if e.is_not_found() => continue,
+                    Err(e) => return Err(e.into()),
+                };
+                let Ok(descriptor) = serde_json::from_slice::<Descriptor>(&bytes) else {
+                    tracing::warn!(entry, "skipping unreadable referrers entry");
+                    continue;
+                };
+                if artifact_type.is_none() || descriptor.artifact_type.as_deref() == artifact_type {
+                    found.push(descriptor);
+                }
+            }
+        }
+        Ok(referrers_index(&found))
+    }
+}

@@ -1,0 +1,120 @@
+//! The backend trait. It is shaped so that an object store (S3, Ceph RGW) can
+//! implement it without rename, hard links or cheap recursive listings:
+//! every operation maps to one or a few object-store calls.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use std::io;
+use std::ops::Range;
+
+pub type ByteStream = BoxStream<'static, io::Result<Bytes>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("{0}: not found")]
+    NotFound(String),
+    #[error("{key}: expected an upload at offset {expected}, found {actual} bytes")]
+    OffsetMismatch { key: String, expected: u64, actual: u64 },
+    #[error("{key}: range {start}..{end} is outside the object's {size} bytes")]
+    RangeNotSatisfiable {
+        key: String,
+        start: u64,
+        end: u64,
+        size: u64,
+    },
+    #[error("{key}: {source}")]
+    Io {
+        key: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl StorageError {
+    pub fn io(key: &str, source: io::Error) -> StorageError {
+        if source.kind() == io::ErrorKind::NotFound {
+            StorageError::NotFound(key.to_owned())
+        } else {
+            StorageError::Io {
+                key: key.to_owned(),
+                source,
+            }
+        }
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, StorageError::NotFound(_))
+    }
+}
+
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObjectMeta {
+    pub size: u64,
+}
+
+/// The bytes of (part of) an object, ready to be sent.
+pub enum ObjectBody {
+    /// A region of a local file. The HTTP layer may hand it to the kernel
+    /// (sendfile) instead of copying it through user space.
+    File { file: std::fs::File, offset: u64, len: u64 },
+    /// Bytes from anywhere else (an object store's response body).
+    Stream { stream: ByteStream, len: u64 },
+}
+
+impl ObjectBody {
+    pub fn len(&self) -> u64 {
+        match self {
+            ObjectBody::File { len, .. } | ObjectBody::Stream { len, .. } => *len,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Appends to a staged object, such as the data of a blob upload.
+#[async_trait]
+pub trait AppendWriter: Send {
+    /// Queues `data` for writing; the writer may batch.
+    async fn write(&mut self, data: Bytes) -> Result<()>;
+    /// Makes everything written durable and returns the object's new size.
+    async fn finish(self: Box<Self>) -> Result<u64>;
+}
+
+#[async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// Reads a whole (small) object.
+    async fn get(&self, key: &str) -> Result<Bytes>;
+
+    async fn head(&self, key: &str) -> Result<ObjectMeta>;
+
+    /// Opens an object, or the byte range `range` of it, for streaming.
+    async fn open(&self, key: &str, range: Option<Range<u64>>) -> Result<ObjectBody>;
+
+    /// Writes a whole object atomically and durably: readers see the old
+    /// bytes or the new ones, never a mix, and a crash leaves one of the two.
+    async fn put(&self, key: &str, data: Bytes) -> Result<()>;
+
+    /// Removes an object. Removing an absent object is not an error.
+    async fn delete(&self, key: &str) -> Result<()>;
+
+    /// Removes every object whose key starts with `prefix/`.
+    async fn delete_prefix(&self, prefix: &str) -> Result<()>;
+
+    /// Names of the immediate children of `prefix/` (objects and "directories"),
+    /// unsorted. An absent prefix has no children.
+    async fn list(&self, prefix: &str) -> Result<Vec<String>>;
+
+    /// Opens the staged object `key` for appending at `offset`, creating it
+    /// when `offset` is 0. Fails with `OffsetMismatch` if the object does not
+    /// currently hold exactly `offset` bytes.
+    async fn append(&self, key: &str, offset: u64) -> Result<Box<dyn AppendWriter>>;
+
+    /// Moves the staged object `from` to `to` (replacing it) and removes `from`.
+    /// Filesystems rename; object stores copy then delete.
+    async fn promote(&self, from: &str, to: &str) -> Result<()>;
+}

@@ -1,0 +1,361 @@
+//! The filesystem backend: keys are paths below a root directory.
+//!
+//! Durability: every `put` writes a temporary file in the target directory,
+//! fsyncs it, renames it over the target and fsyncs the directory; `promote`
+//! renames and fsyncs the directory; an `AppendWriter` fsyncs on `finish`.
+//! Temporary files start with `.tmp-` and are never read as data.
+
+use crate::backend::{AppendWriter, Backend, ObjectBody, ObjectMeta, Result, StorageError};
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Seek, SeekFrom, Write};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::task::JoinHandle;
+
+/// Writes are handed to the kernel in batches of this size, off the async threads.
+const WRITE_BATCH: usize = 1 << 20;
+
+#[derive(Debug, Clone)]
+pub struct FsBackend {
+    root: Arc<PathBuf>,
+}
+
+impl FsBackend {
+    pub fn new(root: impl Into<PathBuf>) -> FsBackend {
+        FsBackend {
+            root: Arc::new(root.into()),
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn path(&self, key: &str) -> PathBuf {
+        debug_assert!(
+            !key.split('/').any(|c| c == ".." || c.is_empty()),
+            "unsafe storage key {key:?}"
+        );
+        self.root.join(key)
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r,
+        Err(e) => Err(StorageError::Io {
+            key: String::new(),
+            source: io::Error::other(e),
+        }),
+    }
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+fn create_parent(path: &Path) -> io::Result<&Path> {
+    let parent = path.parent().expect("storage paths have a parent");
+    fs::create_dir_all(parent)?;
+    Ok(parent)
+}
+
+/// Atomic durable write: temp file, fsync, rename, fsync directory.
+fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
+    let parent = create_parent(path)?;
+    let tmp = parent.join(format!(".tmp-{}", uuid::Uuid::new_v4().simple()));
+    let result = (|| {
+        let mut f = File::create(&tmp)?;
+        f.write_all(data)?;
+        f.sync_data()?;
+        fs::rename(&tmp, path)?;
+        sync_dir(parent)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[async_trait]
+impl Backend for FsBackend {
+    async fn get(&self, key: &str) -> Result<Bytes> {
+        let path = self.path(key);
+        let key = key.to_owned();
+        blocking(move || fs::read(&path).map(Bytes::from).map_err(|e| StorageError::io(&key, e))).await
+    }
+
+    async fn head(&self, key: &str) -> Result<ObjectMeta> {
+        let path = self.path(key);
+        let key = key.to_owned();
+        blocking(move || {
+            let m = fs::metadata(&path).map_err(|e| StorageError::io(&key, e))?;
+            if m.is_dir() {
+                return Err(StorageError::NotFound(key));
+            }
+            Ok(ObjectMeta { size: m.len() })
+        })
+        .await
+    }
+
+    async fn open(&self, key: &str, range: Option<Range<u64>>) -> Result<ObjectBody> {
+        let path = self.path(key);
+        let key = key.to_owned();
+        blocking(move || {
+            let file = File::open(&path).map_err(|e| StorageError::io(&key, e))?;
+            let size = file.metadata().map_err(|e| StorageError::io(&key, e))?.len();
+            let range = range.unwrap_or(0..size);
+            if range.start > range.end || range.end > size {
+                return Err(StorageError::RangeNotSatisfiable {
+                    key,
+                    start: range.start,
+                    end: range.end,
+                    size,
+                });
+            }
+            Ok(ObjectBody::File {
+                file,
+                offset: range.start,
+                len: range.end - range.start,
+            })
+        })
+        .await
+    }
+
+    async fn put(&self, key: &str, data: Bytes) -> Result<()> {
+        let path = self.path(key);
+        let key = key.to_owned();
+        blocking(move || write_atomic(&path, &data).map_err(|e| StorageError::io(&key, e))).await
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        let path = self.path(key);
+        let key = key.to_owned();
+        blocking(move || match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(StorageError::io(&key, e)),
+        })
+        .await
+    }
+
+    async fn delete_prefix(&self, prefix: &str) -> Result<()> {
+        let path = self.path(prefix);
+        let key = prefix.to_owned();
+        blocking(move || match fs::remove_dir_all(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(StorageError::io(&key, e)),
+        })
+        .await
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        let path = self.path(prefix);
+        let key = prefix.to_owned();
+        blocking(move || {
+            let entries = match fs::read_dir(&path) {
+                Ok(e) => e,
+                Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => {
+                    return Ok(Vec::new())
+                }
+                Err(e) => return Err(StorageError::io(&key, e)),
+            };
+            let mut names = Vec::new();
+            for entry in entries {
+                let entry = entry.map_err(|e| StorageError::io(&key, e))?;
+                if let Ok(name) = entry.file_name().into_string() {
+                    if !name.starts_with(".tmp-") {
+                        names.push(name);
+                    }
+                }
+            }
+            Ok(names)
+        })
+        .await
+    }
+
+    async fn append(&self, key: &str, offset: u64) -> Result<Box<dyn AppendWriter>> {
+        let path = self.path(key);
+        let key = key.to_owned();
+        blocking(move || {
+            let file = if offset == 0 {
+                create_parent(&path).map_err(|e| StorageError::io(&key, e))?;
+                OpenOptions::new().create(true).write(true).truncate(false).open(&path)
+            } else {
+                OpenOptions::new().write(true).open(&path)
+            };
+            let mut file = file.map_err(|e| StorageError::io(&key, e))?;
+            let actual = file.metadata().map_err(|e| StorageError::io(&key, e))?.len();
+            if actual != offset {
+                return Err(StorageError::OffsetMismatch {
+                    key,
+                    expected: offset,
+                    actual,
+                });
+            }
+            file.seek(SeekFrom::Start(offset))
+                .map_err(|e| StorageError::io(&key, e))?;
+            let writer: Box<dyn AppendWriter> = Box::new(FsAppendWriter {
+                key,
+                file: Some(file),
+                buf: BytesMut::new(),
+                in_flight: None,
+                size: offset,
+            });
+            Ok(writer)
+        })
+        .await
+    }
+
+    async fn promote(&self, from: &str, to: &str) -> Result<()> {
+        let src = self.path(from);
+        let dst = self.path(to);
+        let key = to.to_owned();
+        blocking(move || {
+            let parent = create_parent(&dst).map_err(|e| StorageError::io(&key, e))?;
+            fs::rename(&src, &dst).map_err(|e| StorageError::io(&key, e))?;
+            sync_dir(parent).map_err(|e| StorageError::io(&key, e))
+        })
+        .await
+    }
+}
+
+/// Batches appended bytes and writes them on a blocking thread while the
+/// next batch is being received, so network and disk overlap.
+struct FsAppendWriter {
+    key: String,
+    file: Option<File>,
+    buf: BytesMut,
+    in_flight: Option<JoinHandle<io::Result<File>>>,
+    size: u64,
+}
+
+impl FsAppendWriter {
+    async fn wait_in_flight(&mut self) -> Result<()> {
+        if let Some(handle) = self.in_flight.take() {
+            let file = handle
+                .await
+                .map_err(io::Error::other)
+                .and_then(|r| r)
+                .map_err(|e| StorageError::io(&self.key, e))?;
+            self.file = Some(file);
+        }
+        Ok(())
+    }
+
+    async fn flush_batch(&mut self) -> Result<()> {
+        self.wait_in_flight().await?;
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let batch = self.buf.split().freeze();
+        let mut file = self.file.take().expect("file is present when nothing is in flight");
+        self.in_flight = Some(tokio::task::spawn_blocking(move || {
+            file.write_all(&batch)?;
+            Ok(file)
+        }));
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl AppendWriter for FsAppendWriter {
+    async fn write(&mut self, data: Bytes) -> Result<()> {
+        self.size += data.len() as u64;
+        self.buf.extend_from_slice(&data);
+        if self.buf.len() >= WRITE_BATCH {
+            self.flush_batch().await?;
+        }
+        Ok(())
+    }
+
+    async fn finish(mut self: Box<Self>) -> Result<u64> {
+        self.flush_batch().await?;
+        self.wait_in_flight().await?;
+        let file = self.file.take().expect("file is present after the last batch");
+        let key = self.key.clone();
+        blocking(move || file.sync_data().map_err(|e| StorageError::io(&key, e))).await?;
+        Ok(self.size)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn backend() -> (tempfile::TempDir, FsBackend) {
+        let dir = tempfile::tempdir().unwrap();
+        let b = FsBackend::new(dir.path());
+        (dir, b)
+    }
+
+    #[tokio::test]
+    async fn put_get_head_delete() {
+        let (_d, b) = backend();
+        assert!(b.get("a/b").await.unwrap_err().is_not_found());
+        b.put("a/b", Bytes::from_static(b"hello")).await.unwrap();
+        b.put("a/b", Bytes::from_static(b"world!")).await.unwrap();
+        assert_eq!(&b.get("a/b").await.unwrap()[..], b"world!");
+        assert_eq!(b.head("a/b").await.unwrap().size, 6);
+        assert!(b.head("a").await.unwrap_err().is_not_found());
+        assert_eq!(b.list("a").await.unwrap(), vec!["b".to_string()]);
+        b.delete("a/b").await.unwrap();
+        b.delete("a/b").await.unwrap();
+        assert!(b.list("a").await.unwrap().is_empty());
+        assert!(b.list("nope").await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn open_ranges() {
+        let (_d, b) = backend();
+        b.put("x", Bytes::from_static(b"0123456789")).await.unwrap();
+        match b.open("x", Some(2..5)).await.unwrap() {
+            ObjectBody::File { mut file, offset, len } => {
+                assert_eq!((offset, len), (2, 3));
+                file.seek(SeekFrom::Start(offset)).unwrap();
+                let mut s = vec![0; len as usize];
+                file.read_exact(&mut s).unwrap();
+                assert_eq!(s, b"234");
+            }
+            ObjectBody::Stream { .. } => panic!("fs gives files"),
+        }
+        assert!(matches!(
+            b.open("x", Some(5..11)).await,
+            Err(StorageError::RangeNotSatisfiable { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn append_checks_offset_and_promotes() {
+        let (_d, b) = backend();
+        let mut w = b.append("up/data", 0).await.unwrap();
+        w.write(Bytes::from(vec![1u8; WRITE_BATCH + 10])).await.unwrap();
+        w.write(Bytes::from_static(b"abc")).await.unwrap();
+        assert_eq!(w.finish().await.unwrap(), WRITE_BATCH as u64 + 13);
+        assert!(matches!(
+            b.append("up/data", 5).await,
+            Err(StorageError::OffsetMismatch { actual, .. }) if actual == WRITE_BATCH as u64 + 13
+        ));
+        let mut w = b.append("up/data", WRITE_BATCH as u64 + 13).await.unwrap();
+        w.write(Bytes::from_static(b"de")).await.unwrap();
+        w.finish().await.unwrap();
+        b.promote("up/data", "blobs/x/data").await.unwrap();
+        let data = b.get("blobs/x/data").await.unwrap();
+        assert_eq!(data.len(), WRITE_BATCH + 15);
+        assert_eq!(&data[data.len() - 5..], b"abcde");
+        assert!(b.head("up/data").await.unwrap_err().is_not_found());
+    }
+
+    #[tokio::test]
+    async fn temp_files_are_invisible() {
+        let (d, b) = backend();
+        b.put("dir/real", Bytes::new()).await.unwrap();
+        fs::write(d.path().join("dir/.tmp-crashed"), b"partial").unwrap();
+        assert_eq!(b.list("dir").await.unwrap(), vec!["real".to_string()]);
+    }
+}

@@ -1,0 +1,179 @@
+//! Where everything lives: the one place that maps registry concepts to keys.
+//!
+//! The keys under `docker/registry/v2/` are those of CNCF distribution's
+//! filesystem driver (its `paths.go`), so a `registry:2` data directory is
+//! served as it is, and the reverse:
+//!
+//! ```text
+//! docker/registry/v2/
+//!   blobs/<alg>/<hex[0..2]>/<hex>/data                      the bytes of every blob and manifest, once
+//!   repositories/<name>/
+//!     _layers/<alg>/<hex>/link                              "<alg>:<hex>": the blob is in this repository
+//!     _manifests/revisions/<alg>/<hex>/link                 the manifest is in this repository
+//!     _manifests/tags/<tag>/current/link                    the digest the tag points at
+//!     _manifests/tags/<tag>/index/<alg>/<hex>/link          every digest the tag has pointed at
+//!     _uploads/<uuid>/data                                  bytes of an upload in progress
+//!     _uploads/<uuid>/startedat                             RFC 3339 start time of the upload
+//! ```
+//!
+//! What berth keeps beyond that lives under `berth/v1/`, which distribution
+//! never reads:
+//!
+//! ```text
+//! berth/v1/
+//!   repositories/<name>/_referrers/<alg>/<subject hex>/<alg>-<hex>   descriptor (JSON) of a manifest whose subject is <subject>
+//!   self-image/<alg>-<hex of the executable>/<file>                 the cached self image of one berth executable
+//! ```
+//!
+//! Repository names are validated by [`RepoName`], so they cannot contain
+//! `..`, empty components or characters that would escape their directory.
+
+use berth_spec::{Digest, RepoName, Tag};
+
+pub const ROOT: &str = "docker/registry/v2";
+pub const BERTH_ROOT: &str = "berth/v1";
+
+pub fn blob_data(digest: &Digest) -> String {
+    let hex = digest.hex();
+    format!("{ROOT}/blobs/{}/{}/{hex}/data", digest.algorithm(), &hex[..2])
+}
+
+pub fn repositories_root() -> String {
+    format!("{ROOT}/repositories")
+}
+
+pub fn repository(name: &RepoName) -> String {
+    format!("{ROOT}/repositories/{name}")
+}
+
+/// The link content distribution writes: the digest as text, no newline.
+pub fn link_content(digest: &Digest) -> String {
+    digest.to_string()
+}
+
+pub fn layer_link(name: &RepoName, digest: &Digest) -> String {
+    format!(
+        "{ROOT}/repositories/{name}/_layers/{}/{}/link",
+        digest.algorithm(),
+        digest.hex()
+    )
+}
+
+pub fn manifests_dir(name: &RepoName) -> String {
+    format!("{ROOT}/repositories/{name}/_manifests")
+}
+
+pub fn manifest_revision_link(name: &RepoName, digest: &Digest) -> String {
+    format!(
+        "{ROOT}/repositories/{name}/_manifests/revisions/{}/{}/link",
+        digest.algorithm(),
+        digest.hex()
+    )
+}
+
+pub fn tags_dir(name: &RepoName) -> String {
+    format!("{ROOT}/repositories/{name}/_manifests/tags")
+}
+
+pub fn tag_dir(name: &RepoName, tag: &Tag) -> String {
+    format!("{ROOT}/repositories/{name}/_manifests/tags/{tag}")
+}
+
+pub fn tag_current_link(name: &RepoName, tag: &Tag) -> String {
+    format!("{ROOT}/repositories/{name}/_manifests/tags/{tag}/current/link")
+}
+
+pub fn tag_index_link(name: &RepoName, tag: &Tag, digest: &Digest) -> String {
+    format!(
+        "{ROOT}/repositories/{name}/_manifests/tags/{tag}/index/{}/{}/link",
+        digest.algorithm(),
+        digest.hex()
+    )
+}
+
+pub fn uploads_dir(name: &RepoName) -> String {
+    format!("{ROOT}/repositories/{name}/_uploads")
+}
+
+pub fn upload_dir(name: &RepoName, id: &str) -> String {
+    format!("{ROOT}/repositories/{name}/_uploads/{id}")
+}
+
+pub fn upload_data(name: &RepoName, id: &str) -> String {
+    format!("{ROOT}/repositories/{name}/_uploads/{id}/data")
+}
+
+pub fn upload_started_at(name: &RepoName, id: &str) -> String {
+    format!("{ROOT}/repositories/{name}/_uploads/{id}/startedat")
+}
+
+pub fn referrers_dir(name: &RepoName, subject: &Digest) -> String {
+    format!(
+        "{BERTH_ROOT}/repositories/{name}/_referrers/{}/{}",
+        subject.algorithm(),
+        subject.hex()
+    )
+}
+
+pub fn referrer_entry(name: &RepoName, subject: &Digest, referrer: &Digest) -> String {
+    format!(
+        "{}/{}-{}",
+        referrers_dir(name, subject),
+        referrer.algorithm(),
+        referrer.hex()
+    )
+}
+
+/// Parses the file name of a [`referrer_entry`] back into the referrer's digest.
+pub fn parse_referrer_entry_name(file_name: &str) -> Option<Digest> {
+    let (alg, hex) = file_name.split_once('-')?;
+    format!("{alg}:{hex}").parse().ok()
+}
+
+pub fn self_image_dir(executable: &Digest) -> String {
+    format!(
+        "{BERTH_ROOT}/self-image/{}-{}",
+        executable.algorithm(),
+        executable.hex()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Pins the layout: changing any of these breaks every existing data
+    /// directory (and compatibility with distribution), so it must be deliberate.
+    #[test]
+    fn layout_is_pinned() {
+        let d: Digest = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+            .parse()
+            .unwrap();
+        let h = d.hex();
+        let n: RepoName = "team/app".parse().unwrap();
+        let t: Tag = "v1".parse().unwrap();
+        let r = "docker/registry/v2/repositories/team/app";
+        assert_eq!(blob_data(&d), format!("docker/registry/v2/blobs/sha256/e3/{h}/data"));
+        assert_eq!(repository(&n), r);
+        assert_eq!(layer_link(&n, &d), format!("{r}/_layers/sha256/{h}/link"));
+        assert_eq!(
+            manifest_revision_link(&n, &d),
+            format!("{r}/_manifests/revisions/sha256/{h}/link")
+        );
+        assert_eq!(tags_dir(&n), format!("{r}/_manifests/tags"));
+        assert_eq!(tag_current_link(&n, &t), format!("{r}/_manifests/tags/v1/current/link"));
+        assert_eq!(
+            tag_index_link(&n, &t, &d),
+            format!("{r}/_manifests/tags/v1/index/sha256/{h}/link")
+        );
+        assert_eq!(upload_data(&n, "u1"), format!("{r}/_uploads/u1/data"));
+        assert_eq!(upload_started_at(&n, "u1"), format!("{r}/_uploads/u1/startedat"));
+        assert_eq!(link_content(&d), d.to_string());
+        assert_eq!(
+            referrer_entry(&n, &d, &d),
+            format!("berth/v1/repositories/team/app/_referrers/sha256/{h}/sha256-{h}")
+        );
+        assert_eq!(parse_referrer_entry_name(&format!("sha256-{h}")), Some(d.clone()));
+        assert_eq!(self_image_dir(&d), format!("berth/v1/self-image/sha256-{h}"));
+    }
+}

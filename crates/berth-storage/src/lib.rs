@@ -1,0 +1,14 @@
+//! Storage for berth: a deliberately small backend trait in the spirit of
+//! `object_store`, the filesystem backend, and the key layout shared by all
+//! backends (compatible with CNCF distribution's filesystem driver).
+//!
+//! The trait knows nothing of registries: keys are opaque `/`-separated
+//! strings, values are bytes. [`layout`] is the one place that says which key
+//! holds what.
+
+pub mod backend;
+pub mod fs;
+pub mod layout;
+
+pub use backend::{AppendWriter, Backend, ByteStream, ObjectBody, ObjectMeta, StorageError};
+pub use fs::FsBackend;

@@ -1,0 +1,6 @@
+//! The berth application: configuration and wiring of storage, registry and
+//! HTTP. `main.rs` is a thin shell around it, and integration tests start the
+//! same server in-process through [`app::start`].
+
+pub mod app;
+pub mod cli;

@@ -1,0 +1,11 @@
+//! The `berth` executable.
+
+use berth::cli::{Cli, Command};
+use clap::Parser;
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => berth::app::run(args),
+    }
+}

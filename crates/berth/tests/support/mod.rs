@@ -1,0 +1,171 @@
+//! Shared helpers for integration tests: start berth in-process on an
+//! ephemeral port, or run the real `berth` executable.
+#![allow(dead_code)]
+
+use berth::cli::{Cli, Command, ServeArgs};
+use clap::Parser;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+/// A berth server running in this test process on 127.0.0.1:<ephemeral>.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    /// `http://127.0.0.1:<port>`
+    pub url: String,
+    pub data: PathBuf,
+    _dir: Option<tempfile::TempDir>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TestServer {
+    /// Starts berth with a fresh data directory.
+    pub fn start() -> TestServer {
+        Self::start_with(&[])
+    }
+
+    /// Starts berth with extra `serve` arguments (and a fresh data directory
+    /// unless `--data` is among them).
+    pub fn start_with(extra: &[&str]) -> TestServer {
+        let has_data = extra.iter().any(|a| *a == "--data");
+        let dir = (!has_data).then(|| tempfile::tempdir().expect("tempdir"));
+        let mut argv: Vec<String> = vec!["berth".into(), "serve".into(), "--listen".into(), "127.0.0.1:0".into()];
+        if let Some(d) = &dir {
+            argv.push("--data".into());
+            argv.push(d.path().display().to_string());
+        }
+        argv.extend(extra.iter().map(|s| s.to_string()));
+        let Command::Serve(args) = Cli::try_parse_from(&argv).expect("valid test arguments").command else {
+            panic!("not a serve command")
+        };
+        let data = args.data.clone();
+        Self::spawn(args, data, dir)
+    }
+
+    fn spawn(args: ServeArgs, data: PathBuf, dir: Option<tempfile::TempDir>) -> TestServer {
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+                let server = berth::app::start(listener, &args).await.expect("server starts");
+                addr_tx.send(server.local_addr()).unwrap();
+                server
+                    .run(async move {
+                        let _ = stop_rx.await;
+                    })
+                    .await
+                    .expect("server runs");
+            });
+        });
+        let addr = addr_rx.recv_timeout(Duration::from_secs(30)).expect("server reported its address");
+        TestServer {
+            addr,
+            url: format!("http://{addr}"),
+            data,
+            _dir: dir,
+            shutdown: Some(stop_tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// `127.0.0.1:<port>`, the registry host as docker/skopeo/podman spell it.
+    pub fn host(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// Stops the server, letting in-flight requests finish.
+    pub fn stop(mut self) {
+        self.stop_inner();
+    }
+
+    fn stop_inner(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.stop_inner();
+    }
+}
+
+/// The `berth` executable built for these tests.
+pub fn berth_exe() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_berth"))
+}
+
+/// A `berth serve` child process on an ephemeral port; killed on drop.
+pub struct BerthProcess {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub url: String,
+}
+
+impl BerthProcess {
+    /// Runs `berth serve --listen 127.0.0.1:0 --log-format json <extra>` and
+    /// waits for the line that reports the bound address.
+    pub fn spawn(data: &Path, extra: &[&str]) -> BerthProcess {
+        use std::io::{BufRead, BufReader};
+        let mut child = std::process::Command::new(berth_exe())
+            .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--data"])
+            .arg(data)
+            .args(extra)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("berth starts");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if !sent {
+                    if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                        if let Some(addr) = v.get("addr").and_then(|a| a.as_str()) {
+                            let _ = tx.send(addr.parse::<SocketAddr>().unwrap());
+                            sent = true;
+                        }
+                    }
+                }
+            }
+        });
+        let addr = rx.recv_timeout(Duration::from_secs(30)).expect("berth reported its address");
+        BerthProcess {
+            child,
+            addr,
+            url: format!("http://{addr}"),
+        }
+    }
+}
+
+impl Drop for BerthProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `f` until it returns true or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}

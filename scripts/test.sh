@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Runs every test of berth on a bare Debian machine: installs what is missing
+# (apt packages, dockerd), starts dockerd if none is running, checks format
+# and lints, runs all tests (unit, integration, real-client), a short smoke run
+# of the benchmark, then stops what it started.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:/usr/local/bin:/usr/sbin:/sbin:$PATH"
+
+log() { printf '\n== %s\n' "$*"; }
+
+apt_packages=(docker.io skopeo podman busybox-static ca-certificates curl)
+missing=()
+for p in "${apt_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  log "installing ${missing[*]}"
+  sudo_cmd=""
+  [ "$(id -u)" = 0 ] || sudo_cmd="sudo"
+  $sudo_cmd apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -q "${missing[@]}"
+fi
+
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+
+dockerd_pid=""
+cleanup() {
+  if [ -n "$dockerd_pid" ]; then
+    log "stopping dockerd (pid $dockerd_pid)"
+    kill "$dockerd_pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$dockerd_pid" 2>/dev/null || break; sleep 0.2; done
+  fi
+}
+trap cleanup EXIT
+
+if ! docker info >/dev/null 2>&1; then
+  log "starting dockerd"
+  dockerd >/tmp/berth-test-dockerd.log 2>&1 &
+  dockerd_pid=$!
+  for _ in $(seq 1 120); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
+  docker info >/dev/null 2>&1 || { tail -50 /tmp/berth-test-dockerd.log; echo "dockerd did not start" >&2; exit 1; }
+fi
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+
+log "cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+
+log "cargo build --release (the static binary the self image packages)"
+cargo build --release --workspace
+
+log "cargo test"
+cargo test --workspace --no-fail-fast -- --test-threads=2
+
+if [ -x bench/smoke.sh ]; then
+  log "benchmark smoke run"
+  bash bench/smoke.sh
+fi
+log "all tests passed"
