@@ -9,7 +9,10 @@ export PATH="$HOME/.cargo/bin:/usr/local/bin:/usr/sbin:/sbin:$PATH"
 
 log() { printf '\n== %s\n' "$*"; }
 
-apt_packages=(docker.io skopeo podman busybox-static ca-certificates curl)
+# docker-registry is CNCF distribution, the reference the compatibility tests
+# serve berth's data directory with (and the reverse). podman needs no setup
+# beyond its package: the tests give it its own vfs storage in a temp dir.
+apt_packages=(docker.io skopeo podman busybox-static docker-registry ca-certificates curl)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -19,7 +22,19 @@ if ((${#missing[@]})); then
   sudo_cmd=""
   [ "$(id -u)" = 0 ] || sudo_cmd="sudo"
   $sudo_cmd apt-get update -q
-  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -q "${missing[@]}"
+  # Packages must not start their daemons (dockerd, a docker-registry on
+  # :5000): this script starts what it needs itself and stops it at the end.
+  policy=/usr/sbin/policy-rc.d
+  made_policy=""
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' | $sudo_cmd tee "$policy" >/dev/null
+    $sudo_cmd chmod +x "$policy"
+    made_policy=1
+  fi
+  rc=0
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -q "${missing[@]}" || rc=$?
+  [ -z "$made_policy" ] || $sudo_cmd rm -f "$policy"
+  [ "$rc" = 0 ] || { echo "apt-get install failed ($rc)" >&2; exit "$rc"; }
 fi
 
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
@@ -42,6 +57,12 @@ if ! docker info >/dev/null 2>&1; then
   docker info >/dev/null 2>&1 || { tail -50 /tmp/berth-test-dockerd.log; echo "dockerd did not start" >&2; exit 1; }
 fi
 
+log "client versions (for the real-client tests)"
+docker version --format 'docker client {{.Client.Version}}, engine {{.Server.Version}}'
+skopeo --version
+podman --version
+docker-registry --version
+
 log "cargo fmt --check"
 cargo fmt --all -- --check
 
@@ -54,7 +75,7 @@ cargo build --release --workspace
 log "cargo test"
 cargo test --workspace --no-fail-fast -- --test-threads=2
 
-if [ -x bench/smoke.sh ]; then
+if [ -f bench/smoke.sh ]; then
   log "benchmark smoke run"
   bash bench/smoke.sh
 fi

@@ -28,7 +28,8 @@ fn paginate(all: Vec<String>, req: &Request) -> Result<(Vec<String>, Option<usiz
         Some(last) => all.into_iter().filter(|t| t.as_str() > last.as_str()).collect(),
         None => all,
     };
-    let more = n.is_some_and(|n| items.len() > n);
+    // n=0 asks for an empty page, which must not link to a next one (it would be the same page).
+    let more = n.is_some_and(|n| n > 0 && items.len() > n);
     if let Some(n) = n {
         items.truncate(n);
     }

@@ -79,15 +79,17 @@ pub async fn put(reg: &Registry, name: &str, reference: &str, req: &Request, bod
         }
     }
     let content_type = header_str(req, header::CONTENT_TYPE).map(str::to_owned);
+    let too_large = || ApiError::from(RegistryError::ManifestInvalid(ManifestError::TooLarge));
     if let Some(len) = header_str(req, header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok()) {
-        if len > MAX_MANIFEST_SIZE as u64 {
-            return Err(RegistryError::ManifestInvalid(ManifestError::TooLarge).into());
+        if len > DRAIN_LIMIT as u64 {
+            return Err(too_large());
         }
     }
-    let bytes = read_limited(body, MAX_MANIFEST_SIZE)
+    let bytes = read_limited(body, DRAIN_LIMIT)
         .await
         .map_err(RegistryError::Body)?
-        .ok_or(RegistryError::ManifestInvalid(ManifestError::TooLarge))?;
+        .filter(|b| b.len() <= MAX_MANIFEST_SIZE)
+        .ok_or_else(too_large)?;
     let put = reg
         .put_manifest(&name, &reference, content_type.as_deref(), bytes, &extra_tags)
         .await?;
@@ -105,6 +107,11 @@ pub async fn put(reg: &Registry, name: &str, reference: &str, req: &Request, bod
     }
     Ok(resp)
 }
+
+/// How much of an oversized manifest is read (and dropped) before answering
+/// 413: reading it lets the client see the 413 instead of a broken pipe while
+/// it is still sending. Bodies larger still get the 413 without being read.
+const DRAIN_LIMIT: usize = 2 * MAX_MANIFEST_SIZE;
 
 pub async fn delete(reg: &Registry, name: &str, reference: &str) -> Result<Response, ApiError> {
     let name = parse_name(name)?;

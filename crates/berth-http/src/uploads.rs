@@ -9,8 +9,76 @@ use axum::body::Body;
 use axum::response::Response;
 use berth_registry::{Registry, RegistryError, UploadStatus};
 use berth_spec::{Digest, ErrorCode, RepoName};
+use berth_storage::ByteStream;
+use futures::StreamExt;
 use http::request::Parts as Request;
 use http::{header, HeaderValue, StatusCode};
+
+/// How much of a request body is still read after an early answer (a 416 for
+/// an out-of-order chunk, a 404 for an unknown upload).
+const DRAIN_LIMIT: u64 = 64 << 20;
+
+/// A request body that, dropped before its end, goes on being read in the
+/// background (up to [`DRAIN_LIMIT`]) and discarded. Answering while the client
+/// is still sending and then closing with unread data makes the kernel reset
+/// the connection: the client would see a broken pipe instead of the answer,
+/// or a kept-alive connection that dies under its next request.
+struct DrainOnDrop {
+    inner: Option<ByteStream>,
+}
+
+impl DrainOnDrop {
+    fn new(body: Body) -> DrainOnDrop {
+        // Most POSTs have no body: nothing to read, nothing to drain.
+        let empty = http_body::Body::is_end_stream(&body);
+        DrainOnDrop {
+            inner: (!empty).then(|| request_stream(body)),
+        }
+    }
+
+    fn stream(self) -> ByteStream {
+        self.boxed()
+    }
+}
+
+impl futures::Stream for DrainOnDrop {
+    type Item = std::io::Result<bytes::Bytes>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let Some(inner) = self.inner.as_mut() else {
+            return std::task::Poll::Ready(None);
+        };
+        let polled = inner.poll_next_unpin(cx);
+        if matches!(
+            polled,
+            std::task::Poll::Ready(None) | std::task::Poll::Ready(Some(Err(_)))
+        ) {
+            self.inner = None;
+        }
+        polled
+    }
+}
+
+impl Drop for DrainOnDrop {
+    fn drop(&mut self) {
+        let Some(mut rest) = self.inner.take() else { return };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
+            let mut seen = 0u64;
+            while let Some(Ok(chunk)) = rest.next().await {
+                seen += chunk.len() as u64;
+                if seen > DRAIN_LIMIT {
+                    break;
+                }
+            }
+        });
+    }
+}
 
 fn location_of(name: &RepoName, id: &str) -> HeaderValue {
     HeaderValue::from_str(&format!("/v2/{name}/blobs/uploads/{id}")).expect("ascii")
@@ -113,22 +181,24 @@ fn with_upload_state(e: RegistryError, name: &RepoName, id: &str) -> ApiError {
 }
 
 pub async fn start(reg: &Registry, name: &str, req: &Request, body: Body) -> Result<Response, ApiError> {
+    let body = DrainOnDrop::new(body);
     let name = parse_name(name)?;
     if let Some(mount) = query_param(req, "mount") {
-        let digest = parse_digest(&mount)?;
-        if let Some(from) = query_param(req, "from") {
-            let from = parse_name(&from)?;
+        // Malformed arguments make a mount that cannot be done, like any
+        // other: the spec's answer is an ordinary upload session.
+        let digest = mount.parse::<Digest>().ok();
+        let from = query_param(req, "from").and_then(|f| f.parse::<RepoName>().ok());
+        if let (Some(digest), Some(from)) = (digest, from) {
             if reg.mount_blob(&name, &from, &digest).await? {
                 return Ok(blob_created(&name, &digest));
             }
         }
-        // Not mountable: fall back to an ordinary upload session, as the spec says.
         let st = reg.start_upload(&name).await?;
         return Ok(upload_response(StatusCode::ACCEPTED, &name, &st));
     }
     if let Some(digest) = query_param(req, "digest") {
         let digest = parse_digest(&digest)?;
-        reg.put_blob(&name, &digest, request_stream(body)).await?;
+        reg.put_blob(&name, &digest, body.stream()).await?;
         return Ok(blob_created(&name, &digest));
     }
     let st = reg.start_upload(&name).await?;
@@ -142,16 +212,18 @@ pub async fn status(reg: &Registry, name: &str, id: &str) -> Result<Response, Ap
 }
 
 pub async fn patch(reg: &Registry, name: &str, id: &str, req: &Request, body: Body) -> Result<Response, ApiError> {
+    let body = DrainOnDrop::new(body);
     let name = parse_name(name)?;
     let start = chunk_start(req)?;
     let st = reg
-        .append_upload(&name, id, start, request_stream(body))
+        .append_upload(&name, id, start, body.stream())
         .await
         .map_err(|e| with_upload_state(e, &name, id))?;
     Ok(upload_response(StatusCode::ACCEPTED, &name, &st))
 }
 
 pub async fn finish(reg: &Registry, name: &str, id: &str, req: &Request, body: Body) -> Result<Response, ApiError> {
+    let body = DrainOnDrop::new(body);
     let name = parse_name(name)?;
     let digest = query_param(req, "digest").ok_or_else(|| {
         ApiError::new(
@@ -162,7 +234,7 @@ pub async fn finish(reg: &Registry, name: &str, id: &str, req: &Request, body: B
     })?;
     let digest = parse_digest(&digest)?;
     let start = chunk_start(req)?;
-    reg.finish_upload(&name, id, &digest, start, Some(request_stream(body)))
+    reg.finish_upload(&name, id, &digest, start, Some(body.stream()))
         .await
         .map_err(|e| with_upload_state(e, &name, id))?;
     Ok(blob_created(&name, &digest))

@@ -118,9 +118,9 @@ impl Registry {
                 Some(t) => now.duration_since(t).map(|age| age > max_age).unwrap_or(false),
                 None => !self.uploads.contains(&key),
             };
-            if stale {
+            // An upload some request is writing to right now is not stale, whatever its age.
+            if stale && self.uploads.close_if_idle(&key) {
                 self.backend.delete_prefix(&layout::upload_dir(name, &id)).await?;
-                self.uploads.remove(&key);
                 removed += 1;
             }
         }

@@ -12,6 +12,7 @@ mod catalog;
 mod error;
 mod manifests;
 pub mod source;
+pub mod sources;
 mod uploads;
 
 pub use blobs::BlobContent;

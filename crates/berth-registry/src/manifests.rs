@@ -61,7 +61,7 @@ fn parse_link(bytes: &[u8]) -> Option<Digest> {
 }
 
 impl Registry {
-    async fn exists(&self, key: &str) -> Result<bool> {
+    pub(crate) async fn exists(&self, key: &str) -> Result<bool> {
         match self.backend.head(key).await {
             Ok(_) => Ok(true),
             Err(e) if e.is_not_found() => Ok(false),
@@ -87,6 +87,14 @@ impl Registry {
             Err(e) if e.is_not_found() => return Ok(None),
             Err(e) => return Err(e.into()),
         };
+        // Manifests are small, so checking them costs little, and a damaged
+        // one is never served under a digest it does not have.
+        let mut h = digest.algorithm().digester();
+        h.update(&bytes);
+        if &h.finish() != digest {
+            tracing::error!(%digest, "stored manifest does not match its digest; treating it as absent");
+            return Ok(None);
+        }
         let content = ManifestContent {
             digest: digest.clone(),
             media_type: stored_media_type(&bytes),
@@ -153,9 +161,9 @@ impl Registry {
             }
         }
 
-        let blob = layout::blob_data(&digest);
-        if !self.exists(&blob).await? {
-            self.backend.put(&blob, bytes.clone()).await?;
+        // Written unless an intact copy is there already (a damaged one is replaced).
+        if self.read_manifest_blob(&digest).await?.is_none() {
+            self.backend.put(&layout::blob_data(&digest), bytes.clone()).await?;
         }
         let link = Bytes::from(layout::link_content(&digest));
         self.backend
@@ -258,7 +266,10 @@ impl Registry {
         let mut tags = if let Some(source) = self.source_for(name) {
             source.tags(name).await?
         } else {
-            if self.backend.list(&layout::repository(name)).await?.is_empty() {
+            // A repository is what holds manifests or blobs, as in distribution; a
+            // directory that only parents other repositories or holds an upload is not one.
+            let children = self.backend.list(&layout::repository(name)).await?;
+            if !children.iter().any(|c| c == "_manifests" || c == "_layers") {
                 return Err(RegistryError::NameUnknown(name.clone()));
             }
             self.tag_names(name).await?

@@ -27,6 +27,19 @@ struct Session {
     offset: u64,
     /// `None` when the state must be rebuilt from storage first.
     hasher: Option<Digester>,
+    /// Set once the upload is finished or cancelled: a request that fetched
+    /// the session before it left the table must not revive it.
+    closed: bool,
+}
+
+impl Session {
+    fn new(hasher: Option<Digester>) -> Session {
+        Session {
+            offset: 0,
+            hasher,
+            closed: false,
+        }
+    }
 }
 
 type SessionRef = Arc<tokio::sync::Mutex<Session>>;
@@ -40,6 +53,20 @@ pub(crate) struct UploadTable {
 impl UploadTable {
     pub(crate) fn contains(&self, key: &str) -> bool {
         self.sessions.lock().unwrap().contains_key(key)
+    }
+
+    /// Closes and forgets a session unless a request is working on it right
+    /// now. Returns false (and changes nothing) when it is busy.
+    pub(crate) fn close_if_idle(&self, key: &str) -> bool {
+        let mut map = self.sessions.lock().unwrap();
+        if let Some(session) = map.get(key) {
+            match session.try_lock() {
+                Ok(mut s) => s.closed = true,
+                Err(_) => return false,
+            }
+            map.remove(key);
+        }
+        true
     }
 
     fn get(&self, key: &str) -> Option<SessionRef> {
@@ -89,16 +116,19 @@ impl Registry {
     pub async fn start_upload(&self, name: &RepoName) -> Result<UploadStatus> {
         self.ensure_writable(name)?;
         let id = uuid::Uuid::new_v4().to_string();
-        self.backend
+        let key = session_key(name, &id);
+        // In the table before anything is on disk: a purge running meanwhile
+        // would otherwise take the directory without a start time for debris.
+        self.uploads
+            .insert(key.clone(), Session::new(Some(Algorithm::Sha256.digester())));
+        if let Err(e) = self
+            .backend
             .put(&layout::upload_started_at(name, &id), Bytes::from(now_rfc3339()))
-            .await?;
-        self.uploads.insert(
-            session_key(name, &id),
-            Session {
-                offset: 0,
-                hasher: Some(Algorithm::Sha256.digester()),
-            },
-        );
+            .await
+        {
+            self.uploads.remove(&key);
+            return Err(e.into());
+        }
         Ok(UploadStatus { id, offset: 0 })
     }
 
@@ -114,13 +144,17 @@ impl Registry {
             Err(e) if e.is_not_found() => return Err(RegistryError::UploadUnknown(id.to_owned())),
             Err(e) => return Err(e.into()),
         }
-        Ok(self.uploads.insert(
-            key,
-            Session {
-                offset: 0,
-                hasher: None,
-            },
-        ))
+        Ok(self.uploads.insert(key, Session::new(None)))
+    }
+
+    /// Locks a session for one request; a session closed meanwhile is unknown.
+    async fn lock_session(&self, name: &RepoName, id: &str) -> Result<tokio::sync::OwnedMutexGuard<Session>> {
+        let session = self.session(name, id).await?;
+        let s = session.lock_owned().await;
+        if s.closed {
+            return Err(RegistryError::UploadUnknown(id.to_owned()));
+        }
+        Ok(s)
     }
 
     /// Brings a session whose hash state was lost back in line with storage.
@@ -134,14 +168,17 @@ impl Registry {
             Err(e) if e.is_not_found() => (0, Algorithm::Sha256.digester()),
             Err(e) => return Err(e.into()),
         };
+        // Purged or cancelled while this request waited for the session.
+        if !self.exists(&layout::upload_started_at(name, id)).await? {
+            return Err(RegistryError::UploadUnknown(id.to_owned()));
+        }
         session.offset = offset;
         session.hasher = Some(hasher);
         Ok(())
     }
 
     pub async fn upload_status(&self, name: &RepoName, id: &str) -> Result<UploadStatus> {
-        let session = self.session(name, id).await?;
-        let mut s = session.lock().await;
+        let mut s = self.lock_session(name, id).await?;
         self.recover(name, id, &mut s).await?;
         Ok(UploadStatus {
             id: id.to_owned(),
@@ -159,8 +196,7 @@ impl Registry {
         body: ByteStream,
     ) -> Result<UploadStatus> {
         self.ensure_writable(name)?;
-        let session = self.session(name, id).await?;
-        let mut s = session.lock().await;
+        let mut s = self.lock_session(name, id).await?;
         self.recover(name, id, &mut s).await?;
         self.append_locked(name, id, &mut s, start, body).await?;
         Ok(UploadStatus {
@@ -197,6 +233,8 @@ impl Registry {
             }
             // The stored data may now hold part of the chunk: leave the hash
             // state empty so the next request rebuilds it from storage.
+            // Its data gone from under it means the upload was purged.
+            Err(RegistryError::Storage(e)) if e.is_not_found() => Err(RegistryError::UploadUnknown(id.to_owned())),
             Err(e) => Err(e),
         }
     }
@@ -228,23 +266,31 @@ impl Registry {
         body: Option<ByteStream>,
     ) -> Result<()> {
         self.ensure_writable(name)?;
-        let session = self.session(name, id).await?;
-        let mut s = session.lock().await;
+        let mut s = self.lock_session(name, id).await?;
         self.recover(name, id, &mut s).await?;
         // Always append, even nothing: it creates the data of an empty blob.
         self.append_locked(name, id, &mut s, start, body.unwrap_or_else(empty_stream))
             .await?;
         let hasher = s.hasher.take().expect("set by a successful append");
         let data = layout::upload_data(name, id);
-        let result = self.commit_blob(name, &data, digest, hasher).await;
+        let result = match self.commit_blob(name, &data, s.offset, digest, hasher).await {
+            Err(RegistryError::Storage(e)) if e.is_not_found() => Err(RegistryError::UploadUnknown(id.to_owned())),
+            r => r,
+        };
         // Whatever the outcome, the session is over: a digest mismatch cannot be mended.
-        self.backend.delete_prefix(&layout::upload_dir(name, id)).await?;
-        self.uploads.remove(&session_key(name, id));
+        self.close_session(name, id, &mut s).await?;
         result
     }
 
     /// Verifies the staged object's digest and moves it into the blob store.
-    async fn commit_blob(&self, name: &RepoName, staged: &str, expected: &Digest, hasher: Digester) -> Result<()> {
+    async fn commit_blob(
+        &self,
+        name: &RepoName,
+        staged: &str,
+        size: u64,
+        expected: &Digest,
+        hasher: Digester,
+    ) -> Result<()> {
         let actual = if hasher.algorithm() == expected.algorithm() {
             hasher.finish()
         } else {
@@ -261,7 +307,13 @@ impl Registry {
         let blob = layout::blob_data(expected);
         match self.backend.head(&blob).await {
             // Already stored (by another repository or a concurrent push): keep the existing bytes.
-            Ok(_) => self.backend.delete(staged).await?,
+            Ok(meta) if meta.size == size => self.backend.delete(staged).await?,
+            // Stored bytes of the wrong size cannot be this digest (a torn copy
+            // put there by hand or by another tool): the verified upload replaces them.
+            Ok(meta) => {
+                tracing::warn!(%expected, stored = meta.size, size, "replacing a stored blob of the wrong size");
+                self.backend.promote(staged, &blob).await?
+            }
             Err(e) if e.is_not_found() => self.backend.promote(staged, &blob).await?,
             Err(e) => return Err(e.into()),
         }
@@ -275,16 +327,10 @@ impl Registry {
         let staged = layout::upload_data(name, &id);
         // Registered so that a purge running meanwhile leaves this (start-time-less) upload alone.
         let key = session_key(name, &id);
-        self.uploads.insert(
-            key.clone(),
-            Session {
-                offset: 0,
-                hasher: None,
-            },
-        );
+        self.uploads.insert(key.clone(), Session::new(None));
         let mut hasher = digest.algorithm().digester();
         let result = match self.write_stream(&staged, 0, &mut hasher, body).await {
-            Ok(_) => self.commit_blob(name, &staged, digest, hasher).await,
+            Ok(size) => self.commit_blob(name, &staged, size, digest, hasher).await,
             Err(e) => Err(e),
         };
         let cleanup = self.backend.delete_prefix(&layout::upload_dir(name, &id)).await;
@@ -295,10 +341,17 @@ impl Registry {
 
     pub async fn cancel_upload(&self, name: &RepoName, id: &str) -> Result<()> {
         self.ensure_writable(name)?;
-        let session = self.session(name, id).await?;
-        let _guard = session.lock().await;
-        self.backend.delete_prefix(&layout::upload_dir(name, id)).await?;
+        let mut s = self.lock_session(name, id).await?;
+        self.close_session(name, id, &mut s).await
+    }
+
+    /// Ends a session for good. The start time goes first: without it no
+    /// request, in this process or after a restart, can find the session again.
+    async fn close_session(&self, name: &RepoName, id: &str, s: &mut Session) -> Result<()> {
+        s.closed = true;
+        self.backend.delete(&layout::upload_started_at(name, id)).await?;
         self.uploads.remove(&session_key(name, id));
+        self.backend.delete_prefix(&layout::upload_dir(name, id)).await?;
         Ok(())
     }
 }
@@ -331,5 +384,101 @@ async fn hash_body(body: ObjectBody, algorithm: Algorithm) -> Result<Digester> {
             }
             Ok(hasher)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::RegistryConfig;
+    use berth_storage::FsBackend;
+    use std::time::Duration;
+
+    fn registry(max_age: Duration) -> (tempfile::TempDir, Arc<Registry>) {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = Arc::new(FsBackend::new(dir.path()));
+        let reg = Registry::new(
+            backend,
+            RegistryConfig {
+                upload_max_age: max_age,
+            },
+        );
+        (dir, Arc::new(reg))
+    }
+
+    fn stream_of(bytes: &'static [u8]) -> ByteStream {
+        futures::stream::iter([Ok(Bytes::from_static(bytes))]).boxed()
+    }
+
+    /// A purge running while uploads start must never take a new upload for debris.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn purge_never_races_a_starting_upload() {
+        let (_dir, reg) = registry(Duration::from_secs(3600));
+        let name: RepoName = "race/start".parse().unwrap();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let purger = {
+            let (reg, stop) = (reg.clone(), stop.clone());
+            tokio::spawn(async move {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    reg.purge_stale_uploads().await.unwrap();
+                    tokio::task::yield_now().await;
+                }
+            })
+        };
+        let mut ids = Vec::new();
+        for _ in 0..300 {
+            let st = reg.start_upload(&name).await.expect("starting an upload never fails");
+            ids.push(st.id);
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        purger.await.unwrap();
+        for id in ids {
+            assert_eq!(reg.upload_status(&name, &id).await.unwrap().offset, 0);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_finished_or_cancelled_session_stays_closed() {
+        let (_dir, reg) = registry(Duration::from_secs(3600));
+        let name: RepoName = "closed/session".parse().unwrap();
+        let st = reg.start_upload(&name).await.unwrap();
+        // A request that got hold of the session before it was finished.
+        let held = reg.session(&name, &st.id).await.unwrap();
+        let digest = Digest::sha256_of(b"abc");
+        reg.finish_upload(&name, &st.id, &digest, None, Some(stream_of(b"abc")))
+            .await
+            .unwrap();
+        assert!(held.lock().await.closed);
+        assert!(matches!(
+            reg.append_upload(&name, &st.id, None, stream_of(b"x")).await,
+            Err(RegistryError::UploadUnknown(_))
+        ));
+        let st = reg.start_upload(&name).await.unwrap();
+        reg.cancel_upload(&name, &st.id).await.unwrap();
+        assert!(matches!(
+            reg.upload_status(&name, &st.id).await,
+            Err(RegistryError::UploadUnknown(_))
+        ));
+        assert!(reg.backend.list(&layout::uploads_dir(&name)).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn stale_uploads_are_purged_but_busy_ones_are_not() {
+        let (_dir, reg) = registry(Duration::from_secs(0));
+        let name: RepoName = "purge/me".parse().unwrap();
+        let idle = reg.start_upload(&name).await.unwrap();
+        let busy = reg.start_upload(&name).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let session = reg.session(&name, &busy.id).await.unwrap();
+        let guard = session.lock().await;
+        assert_eq!(reg.purge_stale_uploads().await.unwrap(), 1);
+        drop(guard);
+        assert!(matches!(
+            reg.upload_status(&name, &idle.id).await,
+            Err(RegistryError::UploadUnknown(_))
+        ));
+        assert_eq!(reg.upload_status(&name, &busy.id).await.unwrap().offset, 0);
+        assert_eq!(reg.purge_stale_uploads().await.unwrap(), 1);
+        assert!(reg.upload_status(&name, &busy.id).await.is_err());
     }
 }

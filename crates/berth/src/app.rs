@@ -3,8 +3,10 @@
 
 use crate::cli::{LogFormat, ServeArgs};
 use anyhow::Context;
+use berth_registry::sources::{ArchiveSource, SelfImageSource};
 use berth_registry::{Registry, RegistryConfig};
-use berth_storage::FsBackend;
+use berth_spec::RepoName;
+use berth_storage::{Backend, FsBackend};
 use std::future::Future;
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -55,11 +57,24 @@ pub struct Server {
 pub async fn start(listener: TcpListener, args: &ServeArgs) -> anyhow::Result<Server> {
     std::fs::create_dir_all(&args.data)
         .with_context(|| format!("creating the data directory {}", args.data.display()))?;
-    let backend = Arc::new(FsBackend::new(&args.data));
+    let backend: Arc<dyn Backend> = Arc::new(FsBackend::new(&args.data));
     let config = RegistryConfig {
         upload_max_age: Duration::from_secs(args.upload_max_age_secs),
     };
-    let registry = Arc::new(Registry::new(backend, config));
+    let mut registry = Registry::new(backend.clone(), config);
+    if !args.no_self_image {
+        let name: RepoName = args
+            .self_name
+            .parse()
+            .with_context(|| format!("--self-name {:?}", args.self_name))?;
+        // Packaged in the background: /v2/ answers at once, requests for the self image wait for it.
+        registry.add_source(SelfImageSource::start(name, backend.clone()));
+    }
+    let self_name = (!args.no_self_image).then_some(args.self_name.as_str());
+    for source in open_sources(&args.sources, self_name).await? {
+        registry.add_source(source);
+    }
+    let registry = Arc::new(registry);
     let addr = listener.local_addr()?;
     Ok(Server {
         listener,
@@ -67,6 +82,64 @@ pub async fn start(listener: TcpListener, args: &ServeArgs) -> anyhow::Result<Se
         addr,
         purge_interval: Duration::from_secs(args.upload_purge_interval_secs.max(1)),
     })
+}
+
+/// Opens every `--source PREFIX=PATH`. A malformed argument stops berth; a
+/// source that cannot be read is reported (naming the file and the problem)
+/// and left out, and berth serves everything else.
+async fn open_sources(specs: &[String], self_name: Option<&str>) -> anyhow::Result<Vec<Arc<ArchiveSource>>> {
+    let mut parsed: Vec<(RepoName, std::path::PathBuf)> = Vec::new();
+    for spec in specs {
+        let (prefix, path) = spec
+            .split_once('=')
+            .with_context(|| format!("--source {spec:?}: expected PREFIX=PATH"))?;
+        let prefix: RepoName = prefix
+            .parse()
+            .with_context(|| format!("--source {spec:?}: bad repository prefix"))?;
+        // One repository, one source: nested prefixes would hide each other's images.
+        let taken = parsed.iter().map(|(p, _)| p.as_str()).chain(self_name);
+        for other in taken {
+            if let Ok(other_name) = other.parse::<RepoName>() {
+                if prefix.is_under(other) || other_name.is_under(prefix.as_str()) {
+                    anyhow::bail!(
+                        "--source {spec:?}: prefix {prefix} overlaps {other}, which is already served \
+                         (choose another prefix, or --self-name / --no-self-image)"
+                    );
+                }
+            }
+        }
+        parsed.push((prefix, std::path::PathBuf::from(path)));
+    }
+    let mut opened = Vec::new();
+    for (prefix, path) in parsed {
+        // Reads tar headers and JSON documents only: quick even for big archives.
+        let p = path.clone();
+        let pre = prefix.clone();
+        let result = tokio::task::spawn_blocking(move || ArchiveSource::open(pre, &p)).await?;
+        match result {
+            Ok(source) => {
+                let set = source.images();
+                tracing::info!(prefix = %prefix, path = %path.display(), images = set.named().len(),
+                    repositories = set.repositories().len(), blobs = set.blob_digests().len(), "serving source");
+                let source = Arc::new(source);
+                let verifying = source.clone();
+                // Each blob is hashed before it is first served anyway; hashing
+                // them all now reports a damaged archive without waiting for a pull.
+                tokio::spawn(async move {
+                    let failed = verifying.images().verify_all().await;
+                    if failed.is_empty() {
+                        tracing::info!(path = %path.display(), "source verified: every blob matches its digest");
+                    } else {
+                        tracing::error!(path = %path.display(), damaged = failed.len(),
+                            "source has blobs that do not match their digests; they are not served");
+                    }
+                });
+                opened.push(source);
+            }
+            Err(e) => tracing::error!(prefix = %prefix, error = %e, "cannot serve source; serving everything else"),
+        }
+    }
+    Ok(opened)
 }
 
 impl Server {

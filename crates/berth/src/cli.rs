@@ -16,6 +16,16 @@ pub struct Cli {
 pub enum Command {
     /// Run the registry (OCI Distribution Spec and Docker Registry HTTP API V2).
     Serve(ServeArgs),
+    /// Copy the images of an archive into berth's storage, verifying every digest.
+    ///
+    /// The archive is an OCI image layout directory, an OCI layout tar, or a
+    /// `docker save` tarball.
+    Import(ImportArgs),
+    /// Write images from berth's storage to an OCI layout tar archive.
+    ///
+    /// Every platform of a multi-platform image is included. skopeo, `docker
+    /// load`, `berth import` and `berth serve --source` read the archive.
+    Export(ExportArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, Default)]
@@ -54,4 +64,51 @@ pub struct ServeArgs {
     /// How often, in seconds, to look for stale uploads.
     #[arg(long, env = "BERTH_UPLOAD_PURGE_INTERVAL", default_value_t = 3600)]
     pub upload_purge_interval_secs: u64,
+
+    /// Repository under which berth serves its own image (NAME:latest and
+    /// NAME:<version>), read-only. `docker run` it to get another berth.
+    #[arg(long, env = "BERTH_SELF_NAME", default_value = "berth")]
+    pub self_name: String,
+
+    /// Do not serve berth's own image.
+    #[arg(long, env = "BERTH_NO_SELF_IMAGE")]
+    pub no_self_image: bool,
+
+    /// Serve, read-only under repository prefix PREFIX, the images at PATH: an
+    /// OCI image layout directory, an OCI layout tar (skopeo's oci-archive) or a
+    /// `docker save` tarball. Repeatable. `alpine:3.19` in the archive becomes
+    /// PREFIX/alpine:3.19; a bare tag (`latest`) names PREFIX itself.
+    #[arg(long = "source", value_name = "PREFIX=PATH")]
+    pub sources: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// An OCI image layout directory, an OCI layout tar, or a `docker save` tarball.
+    pub archive: PathBuf,
+
+    /// Put every image into this repository, keeping its tag, instead of the
+    /// repository its name in the archive gives (`docker.io/library/alpine:3.19`
+    /// is imported as alpine:3.19).
+    #[arg(long, value_name = "NAME")]
+    pub repo: Option<String>,
+
+    /// Data directory of the berth to import into.
+    #[arg(long, env = "BERTH_DATA", default_value = "./data")]
+    pub data: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Images to export, as NAME:TAG or NAME@DIGEST (NAME alone means NAME:latest).
+    #[arg(required = true, value_name = "NAME:TAG")]
+    pub images: Vec<String>,
+
+    /// The archive to write (an OCI layout tar that also carries docker's manifest.json).
+    #[arg(short = 'o', long, value_name = "ARCHIVE")]
+    pub output: PathBuf,
+
+    /// Data directory of the berth to export from.
+    #[arg(long, env = "BERTH_DATA", default_value = "./data")]
+    pub data: PathBuf,
 }

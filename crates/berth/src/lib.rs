@@ -4,3 +4,6 @@
 
 pub mod app;
 pub mod cli;
+pub mod export;
+pub mod import;
+mod progress;

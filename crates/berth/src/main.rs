@@ -7,5 +7,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => berth::app::run(args),
+        Command::Import(args) => berth::import::run(args),
+        Command::Export(args) => berth::export::run(args),
     }
 }

@@ -29,7 +29,7 @@ impl TestServer {
     /// Starts berth with extra `serve` arguments (and a fresh data directory
     /// unless `--data` is among them).
     pub fn start_with(extra: &[&str]) -> TestServer {
-        let has_data = extra.iter().any(|a| *a == "--data");
+        let has_data = extra.contains(&"--data");
         let dir = (!has_data).then(|| tempfile::tempdir().expect("tempdir"));
         let mut argv: Vec<String> = vec!["berth".into(), "serve".into(), "--listen".into(), "127.0.0.1:0".into()];
         if let Some(d) = &dir {
@@ -65,7 +65,9 @@ impl TestServer {
                     .expect("server runs");
             });
         });
-        let addr = addr_rx.recv_timeout(Duration::from_secs(30)).expect("server reported its address");
+        let addr = addr_rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("server reported its address");
         TestServer {
             addr,
             url: format!("http://{addr}"),
@@ -142,7 +144,9 @@ impl BerthProcess {
                 }
             }
         });
-        let addr = rx.recv_timeout(Duration::from_secs(30)).expect("berth reported its address");
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("berth reported its address");
         BerthProcess {
             child,
             addr,
@@ -169,3 +173,6 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
     false
 }
+
+pub mod images;
+pub mod tools;

@@ -1,0 +1,263 @@
+#!/usr/bin/env bash
+# Compares berth with CNCF distribution (Debian's docker-registry, filesystem
+# storage) and nginx (nginx-light serving the same bytes as static files: the
+# machine's ceiling) on 127.0.0.1. Runs the same berth-bench workloads against
+# each, interleaved (A B C A B C ...) for several rounds, takes medians, samples
+# RSS from /proc, measures exec-to-first-200 on /v2/, and prints one table of
+# ratios. Everything it starts it stops again, by PID.
+#
+#   bench/compare.sh [--rounds N] [--quick] [--no-build] [--out DIR]
+#
+# --quick shrinks the sizes (10 MiB instead of 1 GiB, shorter runs) for a fast look;
+# --no-build uses the release binaries already in $CARGO_TARGET_DIR (or target/).
+# Needs: docker-registry, nginx-light, jq (installed with apt-get when missing).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:/usr/sbin:/sbin:$PATH"
+
+rounds=3
+quick=0
+build=1
+out=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --rounds) rounds="$2"; shift 2 ;;
+    --quick) quick=1; shift ;;
+    --no-build) build=0; shift ;;
+    --out) out="$2"; shift 2 ;;
+    *) echo "usage: $0 [--rounds N] [--quick] [--no-build] [--out DIR]" >&2; exit 2 ;;
+  esac
+done
+
+log() { printf '== %s\n' "$*" >&2; }
+
+need=()
+command -v docker-registry >/dev/null || need+=(docker-registry)
+command -v nginx >/dev/null || need+=(nginx-light)
+command -v jq >/dev/null || need+=(jq)
+if ((${#need[@]})); then
+  log "installing ${need[*]}"
+  sudo_cmd=""
+  [ "$(id -u)" = 0 ] || sudo_cmd="sudo"
+  $sudo_cmd apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -q --no-install-recommends "${need[@]}"
+fi
+# Debian starts a docker-registry service on :5000 on install; it is not ours
+# and does not matter (we use our own ports), so it is left alone.
+
+if [ "$build" = 1 ]; then
+  log "building berth and berth-bench (release)"
+  cargo build --release -q -p berth -p berth-bench
+fi
+bin="${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-gnu/release"
+bench="$bin/berth-bench"
+
+work="$(mktemp -d /tmp/berth-compare.XXXXXX)"
+[ -n "$out" ] || out="$work/out"
+mkdir -p "$out"
+results="$out/results.jsonl"
+: >"$results"
+
+declare -A pid url
+servers=(berth distribution nginx)
+
+# Stops a process we started (by PID) and waits until it is gone.
+stop_pid() {
+  local p="$1"
+  [ -n "$p" ] || return 0
+  kill "$p" 2>/dev/null || return 0
+  for _ in $(seq 1 100); do
+    [ -e "/proc/$p" ] || return 0
+    # Reparented processes may linger as zombies until init reaps them.
+    [ "$(awk '{print $3}' "/proc/$p/stat" 2>/dev/null)" = Z ] && return 0
+    sleep 0.1
+  done
+  kill -9 "$p" 2>/dev/null || true
+}
+
+cleanup() {
+  for s in "${servers[@]}"; do stop_pid "${pid[$s]:-}"; done
+  rm -rf "$work/data-berth" "$work/data-distribution" "$work/static" "$work/dd.tmp"
+}
+trap cleanup EXIT
+
+port_berth="$("$bench" free-port)"
+port_distribution="$("$bench" free-port)"
+port_nginx="$("$bench" free-port)"
+url[berth]="http://127.0.0.1:$port_berth"
+url[distribution]="http://127.0.0.1:$port_distribution"
+url[nginx]="http://127.0.0.1:$port_nginx"
+mkdir -p "$work/data-berth" "$work/data-distribution" "$work/static/v2" "$work/nginx"
+
+# Per-request logging is off for both registries: berth --log warn, distribution
+# at level error with its access log disabled. nginx: access_log off.
+cat >"$work/distribution.yml" <<YAML
+version: 0.1
+log:
+  level: error
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: $work/data-distribution
+  cache:
+    blobdescriptor: inmemory
+  delete:
+    enabled: true
+  maintenance:
+    uploadpurging:
+      enabled: false
+http:
+  addr: 127.0.0.1:$port_distribution
+YAML
+
+printf '{}' >"$work/static/v2/index.json"
+cat >"$work/nginx.conf" <<NGINX
+daemon off;
+user root;
+worker_processes auto;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/error.log error;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  keepalive_requests 10000000;
+  keepalive_timeout 120s;
+  client_body_temp_path $work/nginx/body;
+  proxy_temp_path $work/nginx/proxy;
+  default_type application/octet-stream;
+  server {
+    listen 127.0.0.1:$port_nginx;
+    root $work/static;
+    location = /v2/ { default_type application/json; try_files /v2/index.json =404; }
+  }
+}
+NGINX
+
+server_cmd() {
+  case "$1" in
+    berth) echo "$bin/berth serve --listen 127.0.0.1:$port_berth --data $work/data-berth --log warn" ;;
+    distribution) echo "docker-registry serve $work/distribution.yml" ;;
+    nginx) echo "nginx -c $work/nginx.conf" ;;
+  esac
+}
+
+# PIDs whose CPU and RSS count for a server: nginx's master and its workers.
+server_pids() {
+  local s="$1" p="${pid[$1]}"
+  echo "$p"
+  if [ "$s" = nginx ]; then
+    for c in /proc/[0-9]*/stat; do
+      awk -v pp="$p" '$4 == pp {print $1}' "$c" 2>/dev/null || true
+    done
+  fi
+}
+
+pid_args() { local a=(); for p in $(server_pids "$1"); do a+=(--server-pid "$p"); done; echo "${a[@]}"; }
+
+rss_kib() { # sum of a status field (VmRSS, VmHWM) over a server's processes
+  local total=0 v
+  for p in $(server_pids "$1"); do
+    v="$(awk -v f="$2:" '$1 == f {print $2}' "/proc/$p/status" 2>/dev/null || echo 0)"
+    total=$((total + ${v:-0}))
+  done
+  echo "$total"
+}
+
+start_server() { # start_server NAME ROUND -> records startup time
+  local s="$1" r="$2" line
+  # shellcheck disable=SC2046
+  line="$("$bench" startup --json --url "${url[$s]}" --pid-file "$work/$s.pid" --log "$work/$s.log" -- $(server_cmd "$s"))"
+  pid[$s]="$(cat "$work/$s.pid")"
+  echo "$line" | jq -c --arg s "$s" --argjson r "$r" '{case:"startup", target:$s, round:$r, startup_ms}' >>"$results"
+}
+
+machine="$(nproc) cores, $(awk '/model name/ {sub(/.*: /, ""); print; exit}' /proc/cpuinfo), $(free -g | awk '/Mem:/ {print $2}') GiB RAM, kernel $(uname -r)"
+log "machine: $machine"
+log "work dir: $work, results: $results"
+
+log "startup: exec to first 200 on /v2/, $rounds times each, interleaved"
+for r in $(seq 1 "$rounds"); do
+  for s in "${servers[@]}"; do
+    start_server "$s" "$r"
+    sleep 0.2
+    stop_pid "${pid[$s]}"
+    pid[$s]=""
+  done
+done
+for s in "${servers[@]}"; do start_server "$s" 0; done
+# Idle means after start-up work has settled (berth builds its own image's
+# layer in the background right after start).
+sleep 3
+for s in "${servers[@]}"; do
+  jq -nc --arg s "$s" --argjson k "$(rss_kib "$s" VmRSS)" '{case:"idle RSS", target:$s, round:0, rss_kib:$k}' >>"$results"
+done
+
+if [ "$quick" = 1 ]; then
+  big=10MiB; dur=2; small_n=300; big_push_n=5
+else
+  big=1GiB; dur=4; small_n=1000; big_push_n=1
+fi
+
+# name | servers | berth-bench arguments
+cases=(
+  "manifest GET c64|berth distribution nginx|--workload pull-manifest -c 64 -d $dur"
+  "HEAD tag c64|berth distribution nginx|--workload head-tag -c 64 -d $dur"
+  "1KiB blob GET c64|berth distribution nginx|--workload pull-blob --size 1KiB -c 64 -d $dur"
+  "10MiB blob GET c8|berth distribution nginx|--workload pull-blob --size 10MiB -c 8 -d $dur"
+  "10MiB blob GET c64|berth distribution nginx|--workload pull-blob --size 10MiB -c 64 -d $dur"
+  "$big blob GET c1|berth distribution nginx|--workload pull-blob --size $big -c 1 -n 3 -d $dur"
+  "$big push monolithic c1|berth distribution|--workload push-monolithic --size $big -c 1 -n $big_push_n"
+  "$big push 5MiB chunks c1|berth distribution|--workload push-chunked --size $big --chunk-size 5MiB -c 1 -n $big_push_n"
+  "1KiB push x$small_n c8|berth distribution|--workload push-monolithic --size 1KiB -c 8 -n $small_n"
+)
+
+log "preparing pull data (pushed to both registries, written as files for nginx)"
+for c in "${cases[@]}"; do
+  IFS='|' read -r name _ args <<<"$c"
+  case "$args" in *pull-*|*head-tag*) ;; *) continue ;; esac
+  # shellcheck disable=SC2086
+  for s in berth distribution; do "$bench" run --url "${url[$s]}" $args --setup-only; done
+  # shellcheck disable=SC2086
+  "$bench" run --url "${url[nginx]}" $args --static-root "$work/static"
+done
+sync
+
+log "disk baseline: new-file write with fdatasync (dd)"
+for r in $(seq 1 "$rounds"); do
+  rm -f "$work/dd.tmp"
+  # dd reports "<bytes> bytes (...) copied, <secs> s, <rate>".
+  secs="$(LC_ALL=C dd if=/dev/zero of="$work/dd.tmp" bs=1M count=1024 conv=fdatasync 2>&1 |
+    sed -n 's/.*copied, \([0-9.e-]*\) s.*/\1/p')"
+  rm -f "$work/dd.tmp"
+  jq -nc --argjson r "$r" --argjson secs "$secs" \
+    '{case:"disk write+fdatasync 1GiB (dd)", target:"disk", round:$r, mb_per_s:(1073741824 / $secs / 1e6)}' >>"$results"
+done
+
+log "running ${#cases[@]} workloads x $rounds rounds, interleaved"
+for r in $(seq 1 "$rounds"); do
+  for c in "${cases[@]}"; do
+    IFS='|' read -r name targets args <<<"$c"
+    for s in $targets; do
+      # shellcheck disable=SC2046,SC2086
+      if ! line="$("$bench" run --json --no-setup --url "${url[$s]}" $args $(pid_args "$s"))"; then
+        log "errors in '$name' against $s (round $r): $(echo "$line" | jq -c .first_errors 2>/dev/null)"
+      fi
+      echo "$line" | jq -c --arg c "$name" --arg s "$s" --argjson r "$r" '. + {case:$c, target:$s, round:$r}' >>"$results"
+      echo "$line" | jq -r --arg c "$name" --arg s "$s" --argjson r "$r" \
+        '"  round \($r) \($s): \($c): \(.requests_per_s|floor) req/s, \(.mb_per_s|floor) MB/s, p99 \(.latency.p99_ms) ms, errors \(.errors), client \(.client_cpu_cores*100|floor)% CPU"' >&2
+    done
+  done
+done
+
+for s in "${servers[@]}"; do
+  jq -nc --arg s "$s" --argjson k "$(rss_kib "$s" VmHWM)" '{case:"peak RSS (VmHWM, whole run)", target:$s, round:0, rss_kib:$k}' >>"$results"
+done
+
+log "table"
+bash bench/table.sh "$results" | tee "$out/table.txt"
+echo
+echo "machine: $machine"
+echo "raw results: $results"
