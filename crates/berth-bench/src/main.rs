@@ -30,6 +30,9 @@ enum Command {
     Startup(StartupArgs),
     /// Print a TCP port on 127.0.0.1 that is free right now.
     FreePort,
+    /// Measure the disk: write a new file of incompressible bytes, fdatasync it, report MB/s
+    /// (like `dd conv=fdatasync`, but with data a filesystem or host cannot compress).
+    DiskWrite(DiskWriteArgs),
 }
 
 #[derive(Debug, Args)]
@@ -77,6 +80,10 @@ struct RunArgs {
     /// Do not prepare the pull data: an earlier --setup-only (same --size, --seed, --objects) did.
     #[arg(long, conflicts_with_all = ["setup_only", "static_root"])]
     no_setup: bool,
+    /// Before the timed run, pull every object once (untimed), so that a pull
+    /// measures the page cache rather than the disk.
+    #[arg(long)]
+    warmup: bool,
     /// Server process(es) whose CPU time and RSS to measure during the run.
     #[arg(long = "server-pid")]
     server_pids: Vec<u32>,
@@ -87,6 +94,17 @@ struct RunArgs {
     #[arg(long)]
     threads: Option<usize>,
     /// Print one JSON object instead of the human-readable report.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct DiskWriteArgs {
+    /// The file to create (removed afterwards); its directory decides the disk.
+    #[arg(long)]
+    path: PathBuf,
+    #[arg(long, default_value = "1GiB", value_parser = size::parse)]
+    size: u64,
     #[arg(long)]
     json: bool,
 }
@@ -116,6 +134,7 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Run(args) => run(args),
         Command::Startup(args) => startup(args),
+        Command::DiskWrite(args) => disk_write(args),
         Command::FreePort => {
             let l = std::net::TcpListener::bind("127.0.0.1:0")?;
             println!("{}", l.local_addr()?.port());
@@ -153,6 +172,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         verify: args.verify,
         static_root: args.static_root.clone(),
         no_setup: args.no_setup,
+        warmup: args.warmup,
         server_pids: args.server_pids.clone(),
         timeout: Duration::from_secs_f64(args.timeout),
     };
@@ -174,6 +194,48 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     if report.errors > 0 {
         std::process::exit(2);
+    }
+    Ok(())
+}
+
+fn disk_write(args: DiskWriteArgs) -> anyhow::Result<()> {
+    use berth_bench::gen::BlobKey;
+    // A 64 MiB pattern, generated before the clock starts and written repeatedly
+    // in 1 MiB writes, as dd bs=1M would.
+    let key = BlobKey {
+        seed: workload::default_seed(Workload::PushMonolithic, args.size),
+        index: 0,
+        size: 64 << 20,
+    };
+    let mut pattern = vec![0u8; key.size as usize];
+    key.fill(0, &mut pattern);
+    let _ = std::fs::remove_file(&args.path);
+    let start = Instant::now();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&args.path)
+        .with_context(|| format!("creating {}", args.path.display()))?;
+    let mut left = args.size;
+    while left > 0 {
+        for piece in pattern.chunks(1 << 20) {
+            let n = (piece.len() as u64).min(left) as usize;
+            f.write_all(&piece[..n])?;
+            left -= n as u64;
+            if left == 0 {
+                break;
+            }
+        }
+    }
+    f.sync_data()?;
+    drop(f);
+    let secs = start.elapsed().as_secs_f64();
+    std::fs::remove_file(&args.path)?;
+    let mb_per_s = args.size as f64 / 1e6 / secs;
+    if args.json {
+        println!("{}", serde_json::json!({ "bytes": args.size, "seconds": secs, "mb_per_s": mb_per_s }));
+    } else {
+        println!("wrote {} with fdatasync in {secs:.3} s: {mb_per_s:.1} MB/s", size::human(args.size));
     }
     Ok(())
 }

@@ -62,6 +62,8 @@ pub struct Config {
     pub static_root: Option<PathBuf>,
     /// The pull data is already there (an earlier `--setup-only` or `--static-root` run): only compute digests.
     pub no_setup: bool,
+    /// Pull every object once, untimed, before the run (to measure the page cache, not the disk).
+    pub warmup: bool,
     pub server_pids: Vec<u32>,
     pub timeout: Duration,
 }
@@ -472,6 +474,16 @@ fn cpu_sum(pids: &[u32]) -> f64 {
 pub async fn run(cfg: Config, url: &str, target: Target, prepared: Prepared) -> anyhow::Result<Report> {
     if cfg.requests.is_none() && cfg.duration.is_none() {
         bail!("give --requests or --duration");
+    }
+    if cfg.warmup && !cfg.workload.is_push() {
+        let n = match &prepared {
+            Prepared::Blobs(b) => b.len() as u64,
+            _ => 1,
+        };
+        let mut conn = Conn::connect(&target).await?;
+        for idx in 0..n {
+            one_op(&mut conn, &cfg, &target, &prepared, idx).await.context("warming up")?;
+        }
     }
     let cfg = Arc::new(cfg);
     let target = Arc::new(target);

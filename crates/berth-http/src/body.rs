@@ -74,11 +74,7 @@ impl http_body::Body for FileBody {
             let len = this.remaining;
             this.state = match REGIONS.try_with(|r| r.clone()) {
                 Ok(regions) => {
-                    regions.lock().unwrap_or_else(|e| e.into_inner()).push_back(Region {
-                        file,
-                        offset,
-                        remaining: len,
-                    });
+                    regions.lock().unwrap_or_else(|e| e.into_inner()).push_back(Region::new(file, offset, len));
                     FileState::Placeholders
                 }
                 Err(_) => FileState::Stream(file_stream(file, offset, len)),
