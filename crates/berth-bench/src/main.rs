@@ -233,9 +233,15 @@ fn disk_write(args: DiskWriteArgs) -> anyhow::Result<()> {
     std::fs::remove_file(&args.path)?;
     let mb_per_s = args.size as f64 / 1e6 / secs;
     if args.json {
-        println!("{}", serde_json::json!({ "bytes": args.size, "seconds": secs, "mb_per_s": mb_per_s }));
+        println!(
+            "{}",
+            serde_json::json!({ "bytes": args.size, "seconds": secs, "mb_per_s": mb_per_s })
+        );
     } else {
-        println!("wrote {} with fdatasync in {secs:.3} s: {mb_per_s:.1} MB/s", size::human(args.size));
+        println!(
+            "wrote {} with fdatasync in {secs:.3} s: {mb_per_s:.1} MB/s",
+            size::human(args.size)
+        );
     }
     Ok(())
 }

@@ -482,7 +482,9 @@ pub async fn run(cfg: Config, url: &str, target: Target, prepared: Prepared) -> 
         };
         let mut conn = Conn::connect(&target).await?;
         for idx in 0..n {
-            one_op(&mut conn, &cfg, &target, &prepared, idx).await.context("warming up")?;
+            one_op(&mut conn, &cfg, &target, &prepared, idx)
+                .await
+                .context("warming up")?;
         }
     }
     let cfg = Arc::new(cfg);

@@ -74,7 +74,10 @@ impl http_body::Body for FileBody {
             let len = this.remaining;
             this.state = match REGIONS.try_with(|r| r.clone()) {
                 Ok(regions) => {
-                    regions.lock().unwrap_or_else(|e| e.into_inner()).push_back(Region::new(file, offset, len));
+                    regions
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push_back(Region::new(file, offset, len));
                     FileState::Placeholders
                 }
                 Err(_) => FileState::Stream(file_stream(file, offset, len)),
@@ -172,7 +175,11 @@ mod tests {
     #[tokio::test]
     async fn without_a_sendfile_connection_the_file_is_read() {
         let (path, data) = temp_file(3 * READ_CHUNK + 17);
-        let got = file_body(&path, 5, data.len() as u64 - 10).collect().await.unwrap().to_bytes();
+        let got = file_body(&path, 5, data.len() as u64 - 10)
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes();
         assert_eq!(&got[..], &data[5..data.len() - 5]);
         let small = file_body(&path, 1, 100).collect().await.unwrap().to_bytes();
         assert_eq!(&small[..], &data[1..101]);
