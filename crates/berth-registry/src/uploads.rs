@@ -121,9 +121,11 @@ impl Registry {
         // would otherwise take the directory without a start time for debris.
         self.uploads
             .insert(key.clone(), Session::new(Some(Algorithm::Sha256.digester())));
+        // Not made durable: a session lost in a crash costs the client a new
+        // POST, while an fsync here is a quarter of a small push's cost.
         if let Err(e) = self
             .backend
-            .put(&layout::upload_started_at(name, &id), Bytes::from(now_rfc3339()))
+            .put_ephemeral(&layout::upload_started_at(name, &id), Bytes::from(now_rfc3339()))
             .await
         {
             self.uploads.remove(&key);

@@ -99,6 +99,14 @@ pub trait Backend: Send + Sync + 'static {
     /// bytes or the new ones, never a mix, and a crash leaves one of the two.
     async fn put(&self, key: &str, data: Bytes) -> Result<()>;
 
+    /// Like [`Backend::put`] (atomic: old bytes or new, never a mix) but not
+    /// necessarily durable: a crash may lose the write. For bookkeeping whose
+    /// loss costs a client no more than a retry, such as an upload's start
+    /// time. Backends without a cheaper path simply `put`.
+    async fn put_ephemeral(&self, key: &str, data: Bytes) -> Result<()> {
+        self.put(key, data).await
+    }
+
     /// Removes an object. Removing an absent object is not an error.
     async fn delete(&self, key: &str) -> Result<()>;
 

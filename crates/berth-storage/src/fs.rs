@@ -91,15 +91,20 @@ fn with_parent<T>(path: &Path, mut op: impl FnMut(&Path) -> io::Result<T>) -> io
 }
 
 /// Atomic durable write: temp file, fsync, rename, fsync directory.
-fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
+fn write_atomic(path: &Path, data: &[u8], durable: bool) -> io::Result<()> {
     with_parent(path, |parent| {
         let tmp = parent.join(format!(".tmp-{}", uuid::Uuid::new_v4().simple()));
         let result = (|| {
             let mut f = File::create(&tmp)?;
             f.write_all(data)?;
-            f.sync_data()?;
+            if durable {
+                f.sync_data()?;
+            }
             fs::rename(&tmp, path)?;
-            sync_dir(parent)
+            if durable {
+                sync_dir(parent)?;
+            }
+            Ok(())
         })();
         if result.is_err() {
             let _ = fs::remove_file(&tmp);
@@ -156,7 +161,13 @@ impl Backend for FsBackend {
     async fn put(&self, key: &str, data: Bytes) -> Result<()> {
         let path = self.path(key);
         let key = key.to_owned();
-        blocking(move || write_atomic(&path, &data).map_err(|e| StorageError::io(&key, e))).await
+        blocking(move || write_atomic(&path, &data, true).map_err(|e| StorageError::io(&key, e))).await
+    }
+
+    async fn put_ephemeral(&self, key: &str, data: Bytes) -> Result<()> {
+        let path = self.path(key);
+        let key = key.to_owned();
+        blocking(move || write_atomic(&path, &data, false).map_err(|e| StorageError::io(&key, e))).await
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
@@ -426,6 +437,9 @@ mod tests {
         b.put("a/b", Bytes::from_static(b"hello")).await.unwrap();
         b.put("a/b", Bytes::from_static(b"world!")).await.unwrap();
         assert_eq!(&b.get("a/b").await.unwrap()[..], b"world!");
+        b.put_ephemeral("a/e", Bytes::from_static(b"x")).await.unwrap();
+        assert_eq!(&b.get("a/e").await.unwrap()[..], b"x");
+        b.delete("a/e").await.unwrap();
         assert_eq!(b.head("a/b").await.unwrap().size, 6);
         assert!(b.head("a").await.unwrap_err().is_not_found());
         assert_eq!(b.list("a").await.unwrap(), vec!["b".to_string()]);
