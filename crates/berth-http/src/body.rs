@@ -9,7 +9,6 @@ use http_body::{Frame, SizeHint};
 use std::io::{self, Read, Seek, SeekFrom};
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use tokio::sync::mpsc;
 
 /// A request body as a stream of byte chunks.
 pub fn request_stream(body: Body) -> ByteStream {
@@ -80,7 +79,7 @@ impl http_body::Body for FileBody {
                         .push_back(Region::new(file, offset, len));
                     FileState::Placeholders
                 }
-                Err(_) => FileState::Stream(file_stream(file, offset, len)),
+                Err(_) => FileState::Stream(ObjectBody::File { file, offset, len }.into_stream(READ_CHUNK)),
             };
         }
         match &mut this.state {
@@ -122,35 +121,6 @@ fn read_small(mut file: std::fs::File, offset: u64, len: u64) -> io::Result<Byte
     let mut buf = vec![0u8; len as usize];
     file.read_exact(&mut buf)?;
     Ok(Bytes::from(buf))
-}
-
-/// Streams a file region, reading on a blocking thread one chunk ahead of the socket.
-fn file_stream(mut file: std::fs::File, offset: u64, len: u64) -> ByteStream {
-    let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(2);
-    tokio::task::spawn_blocking(move || {
-        if let Err(e) = file.seek(SeekFrom::Start(offset)) {
-            let _ = tx.blocking_send(Err(e));
-            return;
-        }
-        let mut remaining = len;
-        while remaining > 0 {
-            let n = remaining.min(READ_CHUNK as u64) as usize;
-            let mut buf = vec![0u8; n];
-            if let Err(e) = file.read_exact(&mut buf) {
-                let _ = tx.blocking_send(Err(e));
-                return;
-            }
-            remaining -= n as u64;
-            if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
-                return; // the client went away
-            }
-        }
-    });
-    tokio_stream_from(rx)
-}
-
-fn tokio_stream_from(mut rx: mpsc::Receiver<io::Result<Bytes>>) -> ByteStream {
-    futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed()
 }
 
 #[cfg(test)]

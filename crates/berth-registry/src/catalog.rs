@@ -26,7 +26,10 @@ impl Registry {
         Ok(repos)
     }
 
-    async fn stored_repositories(&self) -> Result<Vec<RepoName>> {
+    /// Walks `repositories/` and returns every repository directory that
+    /// holds the internal directory `marker` (`_manifests`, `_uploads`, ...).
+    /// Directories starting with `_` are repository internals, never names.
+    async fn repositories_with(&self, marker: &str) -> Result<Vec<RepoName>> {
         let root = layout::repositories_root();
         let mut found = Vec::new();
         let mut pending = vec![String::new()];
@@ -36,50 +39,11 @@ impl Registry {
             } else {
                 format!("{root}/{rel}")
             };
-            let children = self.backend.list(&dir).await?;
-            if !rel.is_empty()
-                && children
-                    .iter()
-                    .any(|c| c == "_manifests" || c == "_layers" || c == "_uploads")
-            {
-                if let Ok(name) = rel.parse::<RepoName>() {
-                    if children.iter().any(|c| c == "_manifests") {
+            for child in self.backend.list(&dir).await? {
+                if child == marker {
+                    if let Ok(name) = rel.parse::<RepoName>() {
                         found.push(name);
                     }
-                }
-            }
-            for child in children {
-                if child.starts_with('_') {
-                    continue;
-                }
-                pending.push(if rel.is_empty() {
-                    child
-                } else {
-                    format!("{rel}/{child}")
-                });
-            }
-        }
-        Ok(found)
-    }
-
-    /// Removes uploads started longer ago than the configured maximum age.
-    /// Returns how many were removed.
-    pub async fn purge_stale_uploads(&self) -> Result<usize> {
-        let max_age = self.config.upload_max_age;
-        let now = SystemTime::now();
-        let mut removed = 0;
-        let root = layout::repositories_root();
-        let mut pending = vec![String::new()];
-        while let Some(rel) = pending.pop() {
-            let dir = if rel.is_empty() {
-                root.clone()
-            } else {
-                format!("{root}/{rel}")
-            };
-            for child in self.backend.list(&dir).await? {
-                if child == "_uploads" {
-                    let Ok(name) = rel.parse::<RepoName>() else { continue };
-                    removed += self.purge_repository_uploads(&name, now, max_age).await?;
                 } else if !child.starts_with('_') {
                     pending.push(if rel.is_empty() {
                         child
@@ -88,6 +52,22 @@ impl Registry {
                     });
                 }
             }
+        }
+        Ok(found)
+    }
+
+    async fn stored_repositories(&self) -> Result<Vec<RepoName>> {
+        self.repositories_with("_manifests").await
+    }
+
+    /// Removes uploads started longer ago than the configured maximum age.
+    /// Returns how many were removed.
+    pub async fn purge_stale_uploads(&self) -> Result<usize> {
+        let max_age = self.config.upload_max_age;
+        let now = SystemTime::now();
+        let mut removed = 0;
+        for name in self.repositories_with("_uploads").await? {
+            removed += self.purge_repository_uploads(&name, now, max_age).await?;
         }
         Ok(removed)
     }

@@ -74,6 +74,39 @@ impl ObjectBody {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// The bytes as a stream of chunks of at most `chunk` bytes. A file region
+    /// is read on a blocking thread, one chunk ahead of the consumer; dropping
+    /// the stream stops the reading.
+    pub fn into_stream(self, chunk: usize) -> ByteStream {
+        use futures::StreamExt;
+        use std::io::{Read, Seek, SeekFrom};
+        let (mut file, offset, len) = match self {
+            ObjectBody::Stream { stream, .. } => return stream,
+            ObjectBody::File { file, offset, len } => (file, offset, len),
+        };
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(2);
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = file.seek(SeekFrom::Start(offset)) {
+                let _ = tx.blocking_send(Err(e));
+                return;
+            }
+            let mut remaining = len;
+            while remaining > 0 {
+                let n = remaining.min(chunk.max(1) as u64) as usize;
+                let mut buf = vec![0u8; n];
+                if let Err(e) = file.read_exact(&mut buf) {
+                    let _ = tx.blocking_send(Err(e));
+                    return;
+                }
+                remaining -= n as u64;
+                if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
+                    return; // the consumer went away
+                }
+            }
+        });
+        futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed()
+    }
 }
 
 /// Appends to a staged object, such as the data of a blob upload.

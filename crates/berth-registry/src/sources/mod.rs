@@ -567,32 +567,7 @@ async fn hash_backend(backend: &dyn Backend, key: &str, digest: &Digest) -> std:
 
 /// Streams an object body in chunks, reading files on blocking threads.
 pub fn body_stream(body: ObjectBody) -> ByteStream {
-    match body {
-        ObjectBody::Stream { stream, .. } => stream,
-        ObjectBody::File { mut file, offset, len } => {
-            let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(2);
-            tokio::task::spawn_blocking(move || {
-                if let Err(e) = file.seek(SeekFrom::Start(offset)) {
-                    let _ = tx.blocking_send(Err(e));
-                    return;
-                }
-                let mut remaining = len;
-                while remaining > 0 {
-                    let n = remaining.min(1 << 20) as usize;
-                    let mut buf = vec![0u8; n];
-                    if let Err(e) = file.read_exact(&mut buf) {
-                        let _ = tx.blocking_send(Err(e));
-                        return;
-                    }
-                    remaining -= n as u64;
-                    if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
-                        return;
-                    }
-                }
-            });
-            futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed()
-        }
-    }
+    body.into_stream(1 << 20)
 }
 
 /// A `--source`: the images of a layout or archive, served read-only under a prefix.
