@@ -73,10 +73,21 @@ log "cargo build --release (the static binary the self image packages)"
 cargo build --release --workspace
 
 log "cargo test"
-cargo test --workspace --no-fail-fast -- --test-threads=2
+test_log=$(mktemp)
+# Doc tests are left out (there are none); every other target runs.
+test_status=0
+cargo test --workspace --all-targets --no-fail-fast -- --test-threads=2 2>&1 | tee "$test_log" || test_status=$?
+passed=$(grep -oE '^test result: [a-zA-Z]+\. [0-9]+ passed' "$test_log" | awk '{s += $4} END {print s + 0}')
+failed=$(grep -oE '; [0-9]+ failed' "$test_log" | awk '{s += $2} END {print s + 0}')
+rm -f "$test_log"
+if [ "$test_status" != 0 ] || [ "$passed" = 0 ]; then
+  echo "cargo test failed (status $test_status, $passed passed, $failed failed)" >&2
+  exit 1
+fi
 
 if [ -f bench/smoke.sh ]; then
   log "benchmark smoke run"
   bash bench/smoke.sh
 fi
 log "all tests passed"
+echo "tests: $passed passed, $failed failed"
