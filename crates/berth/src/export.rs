@@ -220,18 +220,7 @@ struct DockerEntry {
 }
 
 fn header(path: &str, size: u64) -> anyhow::Result<tar::Header> {
-    let mut h = tar::Header::new_ustar();
-    h.set_path(path)?;
-    h.set_entry_type(tar::EntryType::Regular);
-    h.set_size(size);
-    h.set_mode(0o644);
-    h.set_uid(0);
-    h.set_gid(0);
-    h.set_mtime(0);
-    h.set_username("")?;
-    h.set_groupname("")?;
-    h.set_cksum();
-    Ok(h)
+    Ok(berth_registry::sources::image_builder::fixed_header(path, size, 0o644)?)
 }
 
 fn write_archive(

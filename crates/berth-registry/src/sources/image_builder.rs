@@ -61,6 +61,26 @@ pub struct Layer {
 }
 
 /// Writes a gzip-compressed tar holding `len` bytes of `executable` at `/berth`.
+/// A tar header of a regular file with nothing that varies between runs or
+/// machines (owner 0:0, no names, mtime 0), so archives built from the same
+/// bytes are byte-identical.
+pub fn fixed_header(path: &str, size: u64, mode: u32) -> io::Result<tar::Header> {
+    let mut header = tar::Header::new_ustar();
+    header.set_path(path)?;
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_size(size);
+    header.set_mode(mode);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(0);
+    header.set_username("")?;
+    header.set_groupname("")?;
+    header.set_device_major(0)?;
+    header.set_device_minor(0)?;
+    header.set_cksum();
+    Ok(header)
+}
+
 pub fn write_layer(executable: impl Read, len: u64, out: impl Write) -> io::Result<Layer> {
     let compressed = HashWriter {
         inner: out,
@@ -77,19 +97,7 @@ pub fn write_layer(executable: impl Read, len: u64, out: impl Write) -> io::Resu
         len: 0,
     };
     let mut builder = tar::Builder::new(tar_out);
-    let mut header = tar::Header::new_ustar();
-    header.set_path(EXECUTABLE_PATH.trim_start_matches('/'))?;
-    header.set_entry_type(tar::EntryType::Regular);
-    header.set_size(len);
-    header.set_mode(0o755);
-    header.set_uid(0);
-    header.set_gid(0);
-    header.set_mtime(0);
-    header.set_username("")?;
-    header.set_groupname("")?;
-    header.set_device_major(0)?;
-    header.set_device_minor(0)?;
-    header.set_cksum();
+    let header = fixed_header(EXECUTABLE_PATH.trim_start_matches('/'), len, 0o755)?;
     let mut limited = executable.take(len);
     builder.append(&header, &mut limited)?;
     if limited.limit() != 0 {
