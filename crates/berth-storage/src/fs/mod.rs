@@ -5,6 +5,8 @@
 //! renames and fsyncs the directory; an `AppendWriter` fsyncs on `finish`.
 //! Temporary files start with `.tmp-` and are never read as data.
 
+mod append;
+
 use crate::backend::{AppendWriter, Backend, ObjectBody, ObjectMeta, Result, StorageError};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -13,10 +15,6 @@ use std::io::{self, Seek, SeekFrom, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use tokio::task::JoinHandle;
-
-/// Writes are handed to the kernel in batches of this size, off the async threads.
-const WRITE_BATCH: usize = 1 << 20;
 
 #[derive(Debug, Clone)]
 pub struct FsBackend {
@@ -249,7 +247,7 @@ impl Backend for FsBackend {
             }
             file.seek(SeekFrom::Start(offset))
                 .map_err(|e| StorageError::io(&key, e))?;
-            let writer: Box<dyn AppendWriter> = Box::new(FsAppendWriter::new(key, file, offset));
+            let writer: Box<dyn AppendWriter> = Box::new(append::FsAppendWriter::new(key, file, offset));
             Ok(writer)
         })
         .await
@@ -270,157 +268,9 @@ impl Backend for FsBackend {
     }
 }
 
-/// Batches appended bytes and writes them on a blocking thread while the
-/// next batch is being received, so network and disk overlap.
-///
-/// The received chunks are written as they are (writev), not copied into one
-/// buffer first. After each batch the kernel is asked to start writing the
-/// new range to disk (sync_file_range, SYNC_FILE_RANGE_WRITE), so the device
-/// works while the rest of the upload arrives and the fdatasync in `finish`
-/// only waits for the tail, instead of flushing the whole blob at the end.
-struct FsAppendWriter {
-    key: String,
-    file: Option<File>,
-    batch: Vec<Bytes>,
-    batch_len: usize,
-    in_flight: Option<JoinHandle<io::Result<File>>>,
-    /// Bytes handed to the kernel so far (the file offset after the in-flight batch).
-    written: u64,
-    size: u64,
-}
-
-impl FsAppendWriter {
-    fn new(key: String, file: File, offset: u64) -> FsAppendWriter {
-        FsAppendWriter {
-            key,
-            file: Some(file),
-            batch: Vec::new(),
-            batch_len: 0,
-            in_flight: None,
-            written: offset,
-            size: offset,
-        }
-    }
-
-    async fn wait_in_flight(&mut self) -> Result<()> {
-        if let Some(handle) = self.in_flight.take() {
-            let file = handle
-                .await
-                .map_err(io::Error::other)
-                .and_then(|r| r)
-                .map_err(|e| StorageError::io(&self.key, e))?;
-            self.file = Some(file);
-        }
-        Ok(())
-    }
-
-    /// Takes the current batch and the file, once the previous batch is written.
-    async fn take_batch(&mut self) -> Result<(File, Vec<Bytes>, u64)> {
-        self.wait_in_flight().await?;
-        let file = self.file.take().expect("file is present when nothing is in flight");
-        let start = self.written;
-        self.written += self.batch_len as u64;
-        self.batch_len = 0;
-        Ok((file, std::mem::take(&mut self.batch), start))
-    }
-
-    async fn flush_batch(&mut self) -> Result<()> {
-        if self.batch.is_empty() {
-            return Ok(());
-        }
-        let (mut file, batch, start) = self.take_batch().await?;
-        self.in_flight = Some(tokio::task::spawn_blocking(move || {
-            let len = write_all_vectored(&mut file, batch)?;
-            start_writeback(&file, start, len);
-            Ok(file)
-        }));
-        Ok(())
-    }
-}
-
-/// Writes every chunk, in order, with as few writev calls as the kernel allows.
-fn write_all_vectored(file: &mut File, mut chunks: Vec<Bytes>) -> io::Result<u64> {
-    use bytes::Buf;
-    let total = chunks.iter().map(|c| c.len() as u64).sum();
-    let mut first = 0;
-    while first < chunks.len() {
-        let slices: Vec<io::IoSlice<'_>> = chunks[first..]
-            .iter()
-            .take(512) // below IOV_MAX
-            .map(|c| io::IoSlice::new(c))
-            .collect();
-        let mut n = match file.write_vectored(&slices) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        while n > 0 {
-            let c = &mut chunks[first];
-            if n >= c.len() {
-                n -= c.len();
-                first += 1;
-            } else {
-                c.advance(n);
-                n = 0;
-            }
-        }
-        while first < chunks.len() && chunks[first].is_empty() {
-            first += 1;
-        }
-    }
-    Ok(total)
-}
-
-/// Asks the kernel to start writing `start..start + len` to disk without
-/// waiting for it. Only an optimisation: durability comes from fdatasync.
-fn start_writeback(file: &File, start: u64, len: u64) {
-    use std::os::fd::AsRawFd;
-    if len == 0 {
-        return;
-    }
-    // SAFETY: the descriptor is open; the call only schedules I/O.
-    unsafe {
-        libc::sync_file_range(
-            file.as_raw_fd(),
-            start as libc::off64_t,
-            len as libc::off64_t,
-            libc::SYNC_FILE_RANGE_WRITE,
-        );
-    }
-}
-
-#[async_trait]
-impl AppendWriter for FsAppendWriter {
-    async fn write(&mut self, data: Bytes) -> Result<()> {
-        if data.is_empty() {
-            return Ok(());
-        }
-        self.size += data.len() as u64;
-        self.batch_len += data.len();
-        self.batch.push(data);
-        if self.batch_len >= WRITE_BATCH {
-            self.flush_batch().await?;
-        }
-        Ok(())
-    }
-
-    async fn finish(mut self: Box<Self>) -> Result<u64> {
-        // The last batch and the fdatasync share one trip to a blocking thread.
-        let (mut file, batch, _) = self.take_batch().await?;
-        let key = self.key.clone();
-        blocking(move || {
-            write_all_vectored(&mut file, batch)
-                .and_then(|_| file.sync_data())
-                .map_err(|e| StorageError::io(&key, e))
-        })
-        .await?;
-        Ok(self.size)
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::append::WRITE_BATCH;
     use super::*;
     use std::io::Read;
 
