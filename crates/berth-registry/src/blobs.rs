@@ -95,12 +95,17 @@ impl Registry {
         Ok(true)
     }
 
+    /// Makes `digest` readable from `name`. A link already there is kept:
+    /// links are written atomically, so one that exists is whole.
     pub(crate) async fn link_blob(&self, name: &RepoName, digest: &Digest) -> Result<()> {
+        let key = layout::layer_link(name, digest);
+        match self.backend.head(&key).await {
+            Ok(_) => return Ok(()),
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
+        }
         self.backend
-            .put(
-                &layout::layer_link(name, digest),
-                Bytes::from(layout::link_content(digest)),
-            )
+            .put(&key, Bytes::from(layout::link_content(digest)))
             .await?;
         Ok(())
     }

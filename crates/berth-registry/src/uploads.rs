@@ -307,19 +307,27 @@ impl Registry {
             });
         }
         let blob = layout::blob_data(expected);
-        match self.backend.head(&blob).await {
-            // Already stored (by another repository or a concurrent push): keep the existing bytes.
-            Ok(meta) if meta.size == size => self.backend.delete(staged).await?,
-            // Stored bytes of the wrong size cannot be this digest (a torn copy
-            // put there by hand or by another tool): the verified upload replaces them.
-            Ok(meta) => {
-                tracing::warn!(%expected, stored = meta.size, size, "replacing a stored blob of the wrong size");
-                self.backend.promote(staged, &blob).await?
+        let store = async {
+            match self.backend.head(&blob).await {
+                // Already stored (by another repository or a concurrent push): keep the existing bytes.
+                Ok(meta) if meta.size == size => self.backend.delete(staged).await,
+                // Stored bytes of the wrong size cannot be this digest (a torn copy
+                // put there by hand or by another tool): the verified upload replaces them.
+                Ok(meta) => {
+                    tracing::warn!(%expected, stored = meta.size, size, "replacing a stored blob of the wrong size");
+                    self.backend.promote(staged, &blob).await
+                }
+                Err(e) if e.is_not_found() => self.backend.promote(staged, &blob).await,
+                Err(e) => Err(e),
             }
-            Err(e) if e.is_not_found() => self.backend.promote(staged, &blob).await?,
-            Err(e) => return Err(e.into()),
-        }
-        self.link_blob(name, expected).await
+        };
+        // The link is written while the blob is moved into place: both are
+        // durable before the client hears of success, and a link that outlives
+        // a failed or interrupted move points at nothing, which reads as an
+        // unknown blob, as for a blob removed by garbage collection.
+        let (stored, linked) = tokio::join!(store, self.link_blob(name, expected));
+        stored?;
+        linked
     }
 
     /// Stores a whole blob in one request (POST ?digest= or an upload of one PUT).

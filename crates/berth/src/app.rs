@@ -68,7 +68,14 @@ pub async fn start(listener: TcpListener, args: &ServeArgs) -> anyhow::Result<Se
             .parse()
             .with_context(|| format!("--self-name {:?}", args.self_name))?;
         // Packaged in the background: /v2/ answers at once, requests for the self image wait for it.
-        registry.add_source(SelfImageSource::start(name, backend.clone()));
+        let self_image = SelfImageSource::start(name, backend.clone());
+        registry.add_source(self_image.clone());
+        // Packaging allocates a few MiB (compression, hashing) that an idle
+        // server need not keep.
+        tokio::spawn(async move {
+            let _ = self_image.ready().await;
+            crate::memory::trim();
+        });
     }
     let self_name = (!args.no_self_image).then_some(args.self_name.as_str());
     for source in open_sources(&args.sources, self_name).await? {
@@ -155,12 +162,17 @@ impl Server {
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         tracing::info!(addr = %self.addr, "berth is serving");
         let purge = spawn_upload_purge(self.registry.clone(), self.purge_interval);
+        let trim = crate::memory::spawn_trim(MEMORY_TRIM_INTERVAL);
         let result = berth_http::serve(self.listener, self.registry, shutdown).await;
         purge.abort();
+        trim.abort();
         tracing::info!("berth stopped");
         Ok(result?)
     }
 }
+
+/// How often memory kept for reuse during transfers goes back to the kernel.
+const MEMORY_TRIM_INTERVAL: Duration = Duration::from_secs(10);
 
 fn spawn_upload_purge(registry: Arc<Registry>, every: Duration) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {

@@ -6,4 +6,5 @@ pub mod app;
 pub mod cli;
 pub mod export;
 pub mod import;
+pub mod memory;
 mod progress;
