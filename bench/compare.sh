@@ -199,14 +199,14 @@ for s in "${servers[@]}"; do
   jq -nc --arg s "$s" --argjson k "$(rss_kib "$s" VmRSS)" '{case:"idle RSS", target:$s, round:0, rss_kib:$k}' >>"$results"
 done
 
-# The big pull is 256 MiB, not 1 GiB: this VM reclaims clean page cache within
-# seconds (DAMON) and reads cold data at ~50 MB/s, so every 1 GiB GET would be
-# a 20 s disk read instead of a page-cache read. Pulls are warmed up (each
-# object fetched once, untimed) right before they are measured. Pushes use 1 GiB.
+# Pulls are warmed up (each object fetched once, untimed) right before they
+# are measured: the numbers are of serving from the page cache, not of the
+# disk. (This VM's DAMON pages out memory idle for a few seconds, so data
+# written minutes earlier may no longer be cached.)
 if [ "$quick" = 1 ]; then
   big_pull=10MiB; big=10MiB; dur=2; small_n=300; big_push_n=5
 else
-  big_pull=256MiB; big=1GiB; dur=4; small_n=1000; big_push_n=1
+  big_pull=1GiB; big=1GiB; dur=4; small_n=1000; big_push_n=1
 fi
 
 # name | servers | berth-bench arguments
@@ -218,6 +218,7 @@ cases=(
   "10MiB blob GET c64|berth distribution nginx|--workload pull-blob --size 10MiB -c 64 -d $dur --warmup"
   "$big_pull blob GET c1|berth distribution nginx|--workload pull-blob --size $big_pull -c 1 -n 4 --warmup"
   "disk write $big incompressible+fdatasync|disk|disk-write --size $big"
+  "disk write $big incompressible O_DIRECT+fdatasync|disk|disk-write --direct --size $big"
   "$big push monolithic c1|berth distribution|--workload push-monolithic --size $big -c 1 -n $big_push_n"
   "$big push 5MiB chunks c1|berth distribution|--workload push-chunked --size $big --chunk-size 5MiB -c 1 -n $big_push_n"
   "1KiB push x$small_n c8|berth distribution|--workload push-monolithic --size 1KiB -c 8 -n $small_n"
@@ -251,6 +252,7 @@ for r in $(seq 1 "$rounds"); do
   for c in "${cases[@]}"; do
     IFS='|' read -r name targets args <<<"$c"
     if [ "$targets" = disk ]; then
+      sync
       # The disk's own rate, in the same rounds as the pushes it is compared with.
       # shellcheck disable=SC2086
       line="$("$bench" $args --path "$work/disk-write.tmp" --json)"
@@ -259,6 +261,11 @@ for r in $(seq 1 "$rounds"); do
       continue
     fi
     for s in $targets; do
+      # A push must not find the disk still busy writing back what the
+      # previous run left dirty (distribution fsyncs nothing, so its 1 GiB
+      # pushes leave seconds of writeback behind): that would be charged to
+      # whichever server syncs next.
+      case "$args" in *push-*) sync ;; esac
       # shellcheck disable=SC2046,SC2086
       if ! line="$("$bench" run --json --no-setup --url "${url[$s]}" $args $(pid_args "$s"))"; then
         log "errors in '$name' against $s (round $r): $(echo "$line" | jq -c .first_errors 2>/dev/null)"

@@ -54,6 +54,14 @@ run --workload push-chunked --size 300KiB --chunk-size 64KiB --requests 4 --conc
 run --workload push-streamed --size 300KiB --requests 4 --concurrency 2
 run --workload pull-blob --size 1KiB --duration 0.5 --concurrency 8 --verify
 run --workload pull-blob --size 1MiB --duration 0.5 --concurrency 2 --verify
+# Big enough for berth's direct-I/O batches; chunks that end off block boundaries.
+run --workload push-chunked --size 5MiB --chunk-size 1000001 --requests 2 --concurrency 1
+run --workload pull-blob --size 5MiB --duration 0.5 --concurrency 2 --verify
 run --workload pull-manifest --duration 0.5 --concurrency 8 --verify
 run --workload head-tag --duration 0.5 --concurrency 8
+for mode in "" --direct; do
+  # shellcheck disable=SC2086
+  "$bin/berth-bench" disk-write --size 8MiB --path "$work/disk-write.tmp" --json $mode >/dev/null
+  echo "ok: disk-write $mode"
+done
 echo "benchmark smoke run passed"

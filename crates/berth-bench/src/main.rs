@@ -105,6 +105,10 @@ struct DiskWriteArgs {
     path: PathBuf,
     #[arg(long, default_value = "1GiB", value_parser = size::parse)]
     size: u64,
+    /// Write with O_DIRECT (bypassing the page cache, as berth does for big
+    /// uploads) instead of through the page cache; fdatasync either way.
+    #[arg(long)]
+    direct: bool,
     #[arg(long)]
     json: bool,
 }
@@ -207,13 +211,24 @@ fn disk_write(args: DiskWriteArgs) -> anyhow::Result<()> {
         index: 0,
         size: 64 << 20,
     };
-    let mut pattern = vec![0u8; key.size as usize];
-    key.fill(0, &mut pattern);
+    // Direct I/O wants page-aligned buffers: use the backing Vec from its first aligned byte.
+    const ALIGN: usize = 4096;
+    if args.direct && args.size % ALIGN as u64 != 0 {
+        anyhow::bail!("--direct needs a size that is a multiple of {ALIGN}");
+    }
+    let mut backing = vec![0u8; key.size as usize + ALIGN];
+    let aligned = backing.as_ptr().align_offset(ALIGN);
+    let pattern = &mut backing[aligned..aligned + key.size as usize];
+    key.fill(0, pattern);
     let _ = std::fs::remove_file(&args.path);
     let start = Instant::now();
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    if args.direct {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_DIRECT);
+    }
+    let mut f = options
         .open(&args.path)
         .with_context(|| format!("creating {}", args.path.display()))?;
     let mut left = args.size;
@@ -239,8 +254,9 @@ fn disk_write(args: DiskWriteArgs) -> anyhow::Result<()> {
         );
     } else {
         println!(
-            "wrote {} with fdatasync in {secs:.3} s: {mb_per_s:.1} MB/s",
-            size::human(args.size)
+            "wrote {}{} with fdatasync in {secs:.3} s: {mb_per_s:.1} MB/s",
+            size::human(args.size),
+            if args.direct { " (O_DIRECT)" } else { "" }
         );
     }
     Ok(())
