@@ -213,7 +213,7 @@ fn disk_write(args: DiskWriteArgs) -> anyhow::Result<()> {
     };
     // Direct I/O wants page-aligned buffers: use the backing Vec from its first aligned byte.
     const ALIGN: usize = 4096;
-    if args.direct && args.size % ALIGN as u64 != 0 {
+    if args.direct && !args.size.is_multiple_of(ALIGN as u64) {
         anyhow::bail!("--direct needs a size that is a multiple of {ALIGN}");
     }
     let mut backing = vec![0u8; key.size as usize + ALIGN];
