@@ -243,19 +243,22 @@ impl Registry {
 
     /// Streams `body` to the staged object `key` at `offset`, hashing it on the way.
     async fn write_stream(&self, key: &str, offset: u64, hasher: &mut Digester, mut body: ByteStream) -> Result<u64> {
-        let mut writer = self.backend.append(key, offset).await.map_err(|e| match e {
+        // The stored size disagreeing with the session surfaces from any of
+        // the three calls (a backend may open lazily).
+        let storage = |e: StorageError| match e {
             StorageError::OffsetMismatch { expected, actual, .. } => RegistryError::UploadOutOfOrder {
                 offset: actual,
                 got: expected,
             },
             e => e.into(),
-        })?;
+        };
+        let mut writer = self.backend.append(key, offset).await.map_err(storage)?;
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(RegistryError::Body)?;
             hasher.update(&chunk);
-            writer.write(chunk).await?;
+            writer.write(chunk).await.map_err(storage)?;
         }
-        Ok(writer.finish().await?)
+        writer.finish().await.map_err(storage)
     }
 
     /// Finishes an upload (PUT ?digest=), appending a last chunk if given.
@@ -280,7 +283,8 @@ impl Registry {
             r => r,
         };
         // Whatever the outcome, the session is over: a digest mismatch cannot be mended.
-        self.close_session(name, id, &mut s).await?;
+        let data_gone = result.is_ok();
+        self.close_session(name, id, &mut s, data_gone).await?;
         result
     }
 
@@ -352,14 +356,18 @@ impl Registry {
     pub async fn cancel_upload(&self, name: &RepoName, id: &str) -> Result<()> {
         self.ensure_writable(name)?;
         let mut s = self.lock_session(name, id).await?;
-        self.close_session(name, id, &mut s).await
+        self.close_session(name, id, &mut s, false).await
     }
 
     /// Ends a session for good. The start time goes first: without it no
-    /// request, in this process or after a restart, can find the session again.
-    async fn close_session(&self, name: &RepoName, id: &str, s: &mut Session) -> Result<()> {
+    /// request, in this process or after a restart, can find the session
+    /// again. Once the data has moved into the blob store (`data_gone`) the
+    /// start time is all that is left, and removing the directory is enough.
+    async fn close_session(&self, name: &RepoName, id: &str, s: &mut Session, data_gone: bool) -> Result<()> {
         s.closed = true;
-        self.backend.delete(&layout::upload_started_at(name, id)).await?;
+        if !data_gone {
+            self.backend.delete(&layout::upload_started_at(name, id)).await?;
+        }
         self.uploads.remove(&session_key(name, id));
         self.backend.delete_prefix(&layout::upload_dir(name, id)).await?;
         Ok(())

@@ -152,7 +152,9 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Opens the staged object `key` for appending at `offset`, creating it
     /// when `offset` is 0. Fails with `OffsetMismatch` if the object does not
-    /// currently hold exactly `offset` bytes.
+    /// currently hold exactly `offset` bytes (and `NotFound` if it is gone):
+    /// here or, for backends that open lazily, from the writer's first
+    /// `write` or `finish`, always before any byte is stored.
     async fn append(&self, key: &str, offset: u64) -> Result<Box<dyn AppendWriter>>;
 
     /// Moves the staged object `from` to `to` (replacing it) and removes `from`.

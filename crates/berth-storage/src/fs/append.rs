@@ -22,9 +22,10 @@ use super::blocking;
 use crate::backend::{AppendWriter, Result, StorageError};
 use async_trait::async_trait;
 use bytes::{Buf, Bytes};
-use std::fs::File;
-use std::io::{self, Seek, Write};
+use std::fs::{File, OpenOptions};
+use std::io::{self, Seek, SeekFrom, Write};
 use std::os::fd::AsRawFd;
+use std::path::PathBuf;
 use tokio::task::JoinHandle;
 
 /// Bytes collected before a batch is handed to a blocking thread.
@@ -55,27 +56,63 @@ struct FileIo {
     scratch: Option<AlignedBuf>,
 }
 
+/// The staged file: not opened yet, or open and positioned at its end.
+enum Target {
+    Closed { path: PathBuf, offset: u64 },
+    Open(FileIo),
+}
+
+impl Target {
+    /// Opens the file (creating it when the upload starts at 0) and checks
+    /// that it holds exactly the expected bytes. Runs on a blocking thread.
+    fn open(self, key: &str) -> Result<FileIo> {
+        let (path, offset) = match self {
+            Target::Open(io) => return Ok(io),
+            Target::Closed { path, offset } => (path, offset),
+        };
+        let file = if offset == 0 {
+            super::with_parent(&path, |_| {
+                OpenOptions::new().create(true).write(true).truncate(false).open(&path)
+            })
+        } else {
+            OpenOptions::new().write(true).open(&path)
+        };
+        let mut file = file.map_err(|e| StorageError::io(key, e))?;
+        let actual = file.metadata().map_err(|e| StorageError::io(key, e))?.len();
+        if actual != offset {
+            return Err(StorageError::OffsetMismatch {
+                key: key.to_owned(),
+                expected: offset,
+                actual,
+            });
+        }
+        file.seek(SeekFrom::Start(offset))
+            .map_err(|e| StorageError::io(key, e))?;
+        Ok(FileIo {
+            file,
+            direct: Direct::Untried,
+            scratch: None,
+        })
+    }
+}
+
 pub(super) struct FsAppendWriter {
     key: String,
-    io: Option<FileIo>,
+    target: Option<Target>,
     batch: Vec<Bytes>,
     batch_len: usize,
-    in_flight: Option<JoinHandle<io::Result<FileIo>>>,
+    in_flight: Option<JoinHandle<Result<FileIo>>>,
     /// File offset after the batch in flight: where the current batch starts.
     written: u64,
     size: u64,
 }
 
 impl FsAppendWriter {
-    /// `file` is positioned at `offset`, the staged object's current size.
-    pub(super) fn new(key: String, file: File, offset: u64) -> FsAppendWriter {
+    /// Appends to the file at `path`, which must hold exactly `offset` bytes.
+    pub(super) fn new(key: String, path: PathBuf, offset: u64) -> FsAppendWriter {
         FsAppendWriter {
             key,
-            io: Some(FileIo {
-                file,
-                direct: Direct::Untried,
-                scratch: None,
-            }),
+            target: Some(Target::Closed { path, offset }),
             batch: Vec::new(),
             batch_len: 0,
             in_flight: None,
@@ -84,27 +121,29 @@ impl FsAppendWriter {
         }
     }
 
-    /// Waits for the batch in flight and takes the file back.
-    async fn take_io(&mut self) -> Result<FileIo> {
+    /// Waits for the batch in flight and takes the file (or what opens it) back.
+    async fn take_target(&mut self) -> Result<Target> {
         if let Some(handle) = self.in_flight.take() {
             let io = handle
                 .await
-                .map_err(io::Error::other)
-                .and_then(|r| r)
-                .map_err(|e| StorageError::io(&self.key, e))?;
-            self.io = Some(io);
+                .map_err(|e| StorageError::io(&self.key, io::Error::other(e)))??;
+            self.target = Some(Target::Open(io));
         }
-        Ok(self.io.take().expect("the file is here when nothing is in flight"))
+        Ok(self.target.take().expect("the file is here when nothing is in flight"))
     }
 
     /// Sends the current batch to a blocking thread, keeping back the bytes
     /// past the last block boundary (direct writes cover whole blocks only).
     async fn flush_batch(&mut self) -> Result<()> {
-        let mut io = self.take_io().await?;
+        let target = self.take_target().await?;
         let start = self.written;
         let mut batch = std::mem::take(&mut self.batch);
         let mut len = self.batch_len;
-        if io.direct != Direct::Unsupported {
+        let direct_possible = match &target {
+            Target::Open(io) => io.direct != Direct::Unsupported,
+            Target::Closed { .. } => true,
+        };
+        if direct_possible {
             let aligned = aligned_len(start, len);
             let rest = split_chunks(&mut batch, aligned);
             self.batch_len = len - aligned;
@@ -114,8 +153,10 @@ impl FsAppendWriter {
             self.batch_len = 0;
         }
         self.written += len as u64;
+        let key = self.key.clone();
         self.in_flight = Some(tokio::task::spawn_blocking(move || {
-            io.write_batch(start, batch)?;
+            let mut io = target.open(&key)?;
+            io.write_batch(start, batch).map_err(|e| StorageError::io(&key, e))?;
             Ok(io)
         }));
         Ok(())
@@ -345,10 +386,11 @@ impl AppendWriter for FsAppendWriter {
     async fn finish(mut self: Box<Self>) -> Result<u64> {
         // The last bytes (through the page cache) and the fdatasync share one
         // trip to a blocking thread.
-        let mut io = self.take_io().await?;
+        let target = self.take_target().await?;
         let batch = std::mem::take(&mut self.batch);
         let key = self.key.clone();
         blocking(move || {
+            let mut io = target.open(&key)?;
             io.set_direct(false)
                 .and_then(|_| write_all_vectored(&mut io.file, batch))
                 .and_then(|_| io.file.sync_data())

@@ -10,8 +10,8 @@ mod append;
 use crate::backend::{AppendWriter, Backend, ObjectBody, ObjectMeta, Result, StorageError};
 use async_trait::async_trait;
 use bytes::Bytes;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Seek, SeekFrom, Write};
+use std::fs::{self, File};
+use std::io::{self, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -226,31 +226,14 @@ impl Backend for FsBackend {
     }
 
     async fn append(&self, key: &str, offset: u64) -> Result<Box<dyn AppendWriter>> {
-        let path = self.path(key);
-        let key = key.to_owned();
-        blocking(move || {
-            let file = if offset == 0 {
-                with_parent(&path, |_| {
-                    OpenOptions::new().create(true).write(true).truncate(false).open(&path)
-                })
-            } else {
-                OpenOptions::new().write(true).open(&path)
-            };
-            let mut file = file.map_err(|e| StorageError::io(&key, e))?;
-            let actual = file.metadata().map_err(|e| StorageError::io(&key, e))?.len();
-            if actual != offset {
-                return Err(StorageError::OffsetMismatch {
-                    key,
-                    expected: offset,
-                    actual,
-                });
-            }
-            file.seek(SeekFrom::Start(offset))
-                .map_err(|e| StorageError::io(&key, e))?;
-            let writer: Box<dyn AppendWriter> = Box::new(append::FsAppendWriter::new(key, file, offset));
-            Ok(writer)
-        })
-        .await
+        // The file is opened by the writer's first trip to a blocking thread
+        // (for a small upload, the one that also writes and syncs it), so the
+        // offset check surfaces from `write` or `finish`.
+        Ok(Box::new(append::FsAppendWriter::new(
+            key.to_owned(),
+            self.path(key),
+            offset,
+        )))
     }
 
     async fn promote(&self, from: &str, to: &str) -> Result<()> {
@@ -273,6 +256,7 @@ mod tests {
     use super::append::WRITE_BATCH;
     use super::*;
     use std::io::Read;
+    use std::io::{Seek, SeekFrom};
 
     fn backend() -> (tempfile::TempDir, FsBackend) {
         let dir = tempfile::tempdir().unwrap();
@@ -342,10 +326,27 @@ mod tests {
         w.write(Bytes::from(vec![1u8; WRITE_BATCH + 10])).await.unwrap();
         w.write(Bytes::from_static(b"abc")).await.unwrap();
         assert_eq!(w.finish().await.unwrap(), WRITE_BATCH as u64 + 13);
-        assert!(matches!(
-            b.append("up/data", 5).await,
-            Err(StorageError::OffsetMismatch { actual, .. }) if actual == WRITE_BATCH as u64 + 13
-        ));
+        // A wrong offset fails before anything is written, whether it shows
+        // when appending starts, with the first batch or at the finish.
+        for chunk in [0, 2 * WRITE_BATCH] {
+            let err = match b.append("up/data", 5).await {
+                Err(e) => e,
+                Ok(mut w) => match w.write(Bytes::from(vec![2u8; chunk])).await {
+                    Err(e) => e,
+                    Ok(()) => w.finish().await.unwrap_err(),
+                },
+            };
+            assert!(
+                matches!(err, StorageError::OffsetMismatch { actual, .. } if actual == WRITE_BATCH as u64 + 13),
+                "{err}"
+            );
+        }
+        // A missing object at a non-zero offset is not found (a purged upload).
+        let err = match b.append("up/gone", 7).await {
+            Err(e) => e,
+            Ok(w) => w.finish().await.unwrap_err(),
+        };
+        assert!(err.is_not_found(), "{err}");
         let mut w = b.append("up/data", WRITE_BATCH as u64 + 13).await.unwrap();
         w.write(Bytes::from_static(b"de")).await.unwrap();
         w.finish().await.unwrap();
