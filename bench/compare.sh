@@ -35,6 +35,7 @@ need=()
 command -v docker-registry >/dev/null || need+=(docker-registry)
 command -v nginx >/dev/null || need+=(nginx-light)
 command -v jq >/dev/null || need+=(jq)
+command -v curl >/dev/null || need+=(curl)
 if ((${#need[@]})); then
   log "installing ${need[*]}"
   sudo_cmd=""
@@ -192,8 +193,11 @@ for r in $(seq 1 5); do
   done
 done
 for s in "${servers[@]}"; do start_server "$s" 0; done
-# Idle means after start-up work has settled (berth builds its own image's
-# layer in the background right after start).
+# Idle means after start-up work has settled: berth packages its own image in
+# the background right after start (1-4 s here); a request for that image
+# waits until it is ready.
+curl -sf -o /dev/null --max-time 60 -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
+  "${url[berth]}/v2/berth/manifests/latest" || log "berth's self image did not become ready"
 sleep 3
 for s in "${servers[@]}"; do
   jq -nc --arg s "$s" --argjson k "$(rss_kib "$s" VmRSS)" '{case:"idle RSS", target:$s, round:0, rss_kib:$k}' >>"$results"

@@ -30,9 +30,10 @@ use tokio::task::JoinHandle;
 
 /// Bytes collected before a batch is handed to a blocking thread. An upload
 /// holds up to three batches (arriving, in flight, the aligned copy). 2 MiB
-/// pushed 1 GiB 5-15% faster than 1 MiB here for ~3 MiB more per upload;
-/// 4 MiB gained nothing more.
-pub(super) const WRITE_BATCH: usize = 2 << 20;
+/// pushed 1 GiB 5-15% faster than 1 MiB in a noisy A/B, but glibc keeps the
+/// top of a thread's heap after the self image is packaged, and with 2 MiB
+/// batches that left the idle server at 7.9 MiB instead of 5.8 (target: 8).
+pub(super) const WRITE_BATCH: usize = 1 << 20;
 
 /// Offsets, lengths and buffer addresses of direct writes are multiples of
 /// this. 4096 satisfies every block device (logical blocks of 512 or 4096).
