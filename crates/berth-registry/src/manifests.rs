@@ -145,8 +145,13 @@ impl Registry {
             Reference::Tag(_) => Digest::sha256_of(&bytes),
         };
 
+        // The link and the bytes: a link can outlive its blob (garbage
+        // collection, or a push interrupted between linking and storing, which
+        // run side by side), and a manifest must not be accepted on it alone.
         for blob in manifest.required_blobs() {
-            if !self.exists(&layout::layer_link(name, &blob.digest)).await? {
+            if !self.exists(&layout::layer_link(name, &blob.digest)).await?
+                || !self.exists(&layout::blob_data(&blob.digest)).await?
+            {
                 return Err(RegistryError::ManifestBlobUnknown(blob.digest.clone()));
             }
         }

@@ -314,6 +314,45 @@ async fn a_blob_whose_stored_bytes_are_wrong_is_replaced_not_kept() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_link_whose_blob_is_missing_is_not_a_blob() {
+    // A push links the blob while moving it into place; a crash between the
+    // two leaves a link without bytes. It must read as unknown, must not let
+    // a manifest through, and a new push of the blob must mend it.
+    let s = server();
+    let c = Client::new(&s.url);
+    let config = b"{}".to_vec();
+    let layer = data(85, 3000);
+    c.push_blob("robust/dangling", &config).await;
+    let layer_digest = c.push_blob("robust/dangling", &layer).await;
+    let stored = blob_path(&s.data, &layer_digest);
+    std::fs::remove_file(&stored).unwrap();
+    let blob_url = format!("/v2/robust/dangling/blobs/{layer_digest}");
+    assert_eq!(c.head(&blob_url).await.status(), StatusCode::NOT_FOUND);
+    assert_error(c.get(&blob_url).await, 404, "BLOB_UNKNOWN").await;
+    let manifest = image_manifest(&config, &[&layer]);
+    let r = c
+        .put_manifest(
+            "robust/dangling",
+            "v1",
+            "application/vnd.oci.image.manifest.v1+json",
+            &manifest,
+        )
+        .await;
+    assert_error(r, 400, "MANIFEST_BLOB_UNKNOWN").await;
+    c.push_blob("robust/dangling", &layer).await;
+    assert_eq!(c.head(&blob_url).await.status(), StatusCode::OK);
+    let r = c
+        .put_manifest(
+            "robust/dangling",
+            "v1",
+            "application/vnd.oci.image.manifest.v1+json",
+            &manifest,
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn half_written_upload_after_a_crash() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().to_str().unwrap().to_owned();
