@@ -200,7 +200,7 @@ impl Registry {
         self.ensure_writable(name)?;
         let mut s = self.lock_session(name, id).await?;
         self.recover(name, id, &mut s).await?;
-        self.append_locked(name, id, &mut s, start, body).await?;
+        self.append_locked(name, id, &mut s, start, body, None).await?;
         Ok(UploadStatus {
             id: id.to_owned(),
             offset: s.offset,
@@ -214,6 +214,7 @@ impl Registry {
         s: &mut Session,
         start: Option<u64>,
         body: ByteStream,
+        link: Option<&Digest>,
     ) -> Result<()> {
         if let Some(start) = start {
             if start != s.offset {
@@ -225,7 +226,13 @@ impl Registry {
         }
         let mut hasher = s.hasher.take().expect("recovered before appending");
         match self
-            .write_stream(&layout::upload_data(name, id), s.offset, &mut hasher, body)
+            .write_stream(
+                &layout::upload_data(name, id),
+                s.offset,
+                &mut hasher,
+                body,
+                link.map(|d| (name, d)),
+            )
             .await
         {
             Ok(offset) => {
@@ -242,7 +249,18 @@ impl Registry {
     }
 
     /// Streams `body` to the staged object `key` at `offset`, hashing it on the way.
-    async fn write_stream(&self, key: &str, offset: u64, hasher: &mut Digester, mut body: ByteStream) -> Result<u64> {
+    ///
+    /// With `link`, once the last byte is in and the digest matches, the
+    /// repository link is written while the data is synced: both are durable
+    /// writes, and the push waits for one round of them instead of two.
+    async fn write_stream(
+        &self,
+        key: &str,
+        offset: u64,
+        hasher: &mut Digester,
+        mut body: ByteStream,
+        link: Option<(&RepoName, &Digest)>,
+    ) -> Result<u64> {
         // The stored size disagreeing with the session surfaces from any of
         // the three calls (a backend may open lazily).
         let storage = |e: StorageError| match e {
@@ -258,7 +276,15 @@ impl Registry {
             hasher.update(&chunk);
             writer.write(chunk).await.map_err(storage)?;
         }
-        writer.finish().await.map_err(storage)
+        match link {
+            Some((name, digest)) if hasher.algorithm() == digest.algorithm() && &hasher.clone().finish() == digest => {
+                let (size, linked) = tokio::join!(writer.finish(), self.link_blob(name, digest));
+                let size = size.map_err(storage)?;
+                linked?;
+                Ok(size)
+            }
+            _ => writer.finish().await.map_err(storage),
+        }
     }
 
     /// Finishes an upload (PUT ?digest=), appending a last chunk if given.
@@ -274,7 +300,7 @@ impl Registry {
         let mut s = self.lock_session(name, id).await?;
         self.recover(name, id, &mut s).await?;
         // Always append, even nothing: it creates the data of an empty blob.
-        self.append_locked(name, id, &mut s, start, body.unwrap_or_else(empty_stream))
+        self.append_locked(name, id, &mut s, start, body.unwrap_or_else(empty_stream), Some(digest))
             .await?;
         let hasher = s.hasher.take().expect("set by a successful append");
         let data = layout::upload_data(name, id);
@@ -325,10 +351,13 @@ impl Registry {
                 Err(e) => Err(e),
             }
         };
-        // The link is written while the blob is moved into place: both are
-        // durable before the client hears of success, and a link that outlives
-        // a failed or interrupted move points at nothing, which reads as an
-        // unknown blob, as for a blob removed by garbage collection.
+        // Usually the link was written while the data was synced (see
+        // `write_stream`) and this finds it; otherwise (a digest in another
+        // algorithm than the one streamed) it is written while the blob is
+        // moved into place. Either way both are durable before the client
+        // hears of success, and a link that outlives a failed or interrupted
+        // move points at nothing, which reads as an unknown blob, as for a
+        // blob removed by garbage collection.
         let (stored, linked) = tokio::join!(store, self.link_blob(name, expected));
         stored?;
         linked
@@ -343,7 +372,10 @@ impl Registry {
         let key = session_key(name, &id);
         self.uploads.insert(key.clone(), Session::new(None));
         let mut hasher = digest.algorithm().digester();
-        let result = match self.write_stream(&staged, 0, &mut hasher, body).await {
+        let result = match self
+            .write_stream(&staged, 0, &mut hasher, body, Some((name, digest)))
+            .await
+        {
             Ok(size) => self.commit_blob(name, &staged, size, digest, hasher).await,
             Err(e) => Err(e),
         };
