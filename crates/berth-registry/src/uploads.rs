@@ -323,7 +323,10 @@ impl Registry {
         expected: &Digest,
         hasher: Digester,
     ) -> Result<()> {
-        let actual = if hasher.algorithm() == expected.algorithm() {
+        // Both callers streamed the bytes through `write_stream` with the link
+        // asked for, which wrote it if the streamed hash is the expected digest.
+        let streamed = hasher.algorithm() == expected.algorithm();
+        let actual = if streamed {
             hasher.finish()
         } else {
             // Rare: a digest in another algorithm than the one hashed while streaming.
@@ -351,13 +354,15 @@ impl Registry {
                 Err(e) => Err(e),
             }
         };
-        // Usually the link was written while the data was synced (see
-        // `write_stream`) and this finds it; otherwise (a digest in another
-        // algorithm than the one streamed) it is written while the blob is
-        // moved into place. Either way both are durable before the client
+        // The link was written while the data was synced, or (a digest in
+        // another algorithm than the one streamed) is written while the blob
+        // is moved into place. Either way both are durable before the client
         // hears of success, and a link that outlives a failed or interrupted
         // move points at nothing, which reads as an unknown blob, as for a
         // blob removed by garbage collection.
+        if streamed {
+            return Ok(store.await?);
+        }
         let (stored, linked) = tokio::join!(store, self.link_blob(name, expected));
         stored?;
         linked
