@@ -60,7 +60,7 @@ impl Registry {
         self.repositories_with("_manifests").await
     }
 
-    /// Removes uploads started longer ago than the configured maximum age.
+    /// Removes uploads idle for longer than the configured maximum age.
     /// Returns how many were removed.
     pub async fn purge_stale_uploads(&self) -> Result<usize> {
         let max_age = self.config.upload_max_age;
@@ -80,30 +80,45 @@ impl Registry {
     ) -> Result<usize> {
         let mut removed = 0;
         for id in self.backend.list(&layout::uploads_dir(name)).await? {
-            let started = match self.backend.get(&layout::upload_started_at(name, &id)).await {
-                Ok(bytes) => std::str::from_utf8(&bytes)
-                    .ok()
-                    .and_then(|s| {
-                        time::OffsetDateTime::parse(s.trim(), &time::format_description::well_known::Rfc3339).ok()
-                    })
-                    .map(SystemTime::from),
-                Err(e) if e.is_not_found() => None,
+            let key = layout::upload_data(name, &id);
+            let (last_active, legacy) = match self.backend.head(&key).await {
+                Ok(meta) => (meta.modified, false),
+                // Not a file: an upload in distribution's layout (a directory
+                // with its start time), or gone since the listing.
+                Err(e) if e.is_not_found() => (self.legacy_upload_start(name, &id).await?, true),
                 Err(e) => return Err(e.into()),
             };
-            let key = crate::uploads::session_key(name, &id);
-            // Monolithic pushes stage without a start time while they run (and
-            // are in the upload table); any other upload without one is a
-            // leftover of a crash.
-            let stale = match started {
+            let stale = match last_active {
                 Some(t) => now.duration_since(t).map(|age| age > max_age).unwrap_or(false),
-                None => !self.uploads.contains(&key),
+                // A legacy directory without a start time is a crash's leftover;
+                // a file whose time the backend cannot tell is left alone.
+                None => legacy,
             };
             // An upload some request is writing to right now is not stale, whatever its age.
-            if stale && self.uploads.close_if_idle(&key) {
-                self.backend.delete_prefix(&layout::upload_dir(name, &id)).await?;
+            let session = crate::uploads::session_key(name, &id);
+            if stale && self.uploads.close_if_idle(&session) {
+                let deleted = match legacy {
+                    true => self.backend.delete_prefix(&key).await,
+                    false => self.backend.delete(&key).await,
+                };
+                self.uploads.remove(&session);
+                deleted?;
                 removed += 1;
             }
         }
         Ok(removed)
+    }
+
+    async fn legacy_upload_start(&self, name: &RepoName, id: &str) -> Result<Option<SystemTime>> {
+        match self.backend.get(&layout::legacy_upload_started_at(name, id)).await {
+            Ok(bytes) => Ok(std::str::from_utf8(&bytes)
+                .ok()
+                .and_then(|s| {
+                    time::OffsetDateTime::parse(s.trim(), &time::format_description::well_known::Rfc3339).ok()
+                })
+                .map(SystemTime::from)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 }

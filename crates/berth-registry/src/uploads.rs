@@ -51,22 +51,25 @@ pub(crate) struct UploadTable {
 }
 
 impl UploadTable {
-    pub(crate) fn contains(&self, key: &str) -> bool {
-        self.sessions.lock().unwrap().contains_key(key)
-    }
-
-    /// Closes and forgets a session unless a request is working on it right
-    /// now. Returns false (and changes nothing) when it is busy.
+    /// Closes a session for a purge unless a request is working on it right
+    /// now (then returns false and changes nothing). The closed session stays
+    /// in the table, also when it was not there (a session of before a
+    /// restart), until the purge has deleted its file and calls `remove`: a
+    /// request arriving meanwhile finds it closed instead of finding the file
+    /// and reviving the session.
     pub(crate) fn close_if_idle(&self, key: &str) -> bool {
         let mut map = self.sessions.lock().unwrap();
-        if let Some(session) = map.get(key) {
-            match session.try_lock() {
-                Ok(mut s) => s.closed = true,
-                Err(_) => return false,
+        let session = map
+            .entry(key.to_owned())
+            .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(Session::new(None))));
+        let closed = match session.try_lock() {
+            Ok(mut s) => {
+                s.closed = true;
+                true
             }
-            map.remove(key);
-        }
-        true
+            Err(_) => false,
+        };
+        closed
     }
 
     fn get(&self, key: &str) -> Option<SessionRef> {
@@ -100,14 +103,6 @@ fn check_id(id: &str) -> Result<()> {
     }
 }
 
-fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .replace_nanosecond(0)
-        .unwrap_or_else(|_| time::OffsetDateTime::now_utc())
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
-}
-
 fn empty_stream() -> ByteStream {
     futures::stream::empty().boxed()
 }
@@ -118,14 +113,14 @@ impl Registry {
         let id = uuid::Uuid::new_v4().to_string();
         let key = session_key(name, &id);
         // In the table before anything is on disk: a purge running meanwhile
-        // would otherwise take the directory without a start time for debris.
+        // would otherwise take the new file for debris.
         self.uploads
             .insert(key.clone(), Session::new(Some(Algorithm::Sha256.digester())));
         // Not made durable: a session lost in a crash costs the client a new
         // POST, while an fsync here is a quarter of a small push's cost.
         if let Err(e) = self
             .backend
-            .put_ephemeral(&layout::upload_started_at(name, &id), Bytes::from(now_rfc3339()))
+            .put_ephemeral(&layout::upload_data(name, &id), Bytes::new())
             .await
         {
             self.uploads.remove(&key);
@@ -141,7 +136,7 @@ impl Registry {
         if let Some(s) = self.uploads.get(&key) {
             return Ok(s);
         }
-        match self.backend.head(&layout::upload_started_at(name, id)).await {
+        match self.backend.head(&layout::upload_data(name, id)).await {
             Ok(_) => {}
             Err(e) if e.is_not_found() => return Err(RegistryError::UploadUnknown(id.to_owned())),
             Err(e) => return Err(e.into()),
@@ -164,16 +159,12 @@ impl Registry {
         if session.hasher.is_some() {
             return Ok(());
         }
-        let data = layout::upload_data(name, id);
-        let (offset, hasher) = match self.backend.open(&data, None).await {
+        let (offset, hasher) = match self.backend.open(&layout::upload_data(name, id), None).await {
             Ok(body) => (body.len(), hash_body(body, Algorithm::Sha256).await?),
-            Err(e) if e.is_not_found() => (0, Algorithm::Sha256.digester()),
+            // Purged or cancelled while this request waited for the session.
+            Err(e) if e.is_not_found() => return Err(RegistryError::UploadUnknown(id.to_owned())),
             Err(e) => return Err(e.into()),
         };
-        // Purged or cancelled while this request waited for the session.
-        if !self.exists(&layout::upload_started_at(name, id)).await? {
-            return Err(RegistryError::UploadUnknown(id.to_owned()));
-        }
         session.offset = offset;
         session.hasher = Some(hasher);
         Ok(())
@@ -384,10 +375,14 @@ impl Registry {
             Ok(size) => self.commit_blob(name, &staged, size, digest, hasher).await,
             Err(e) => Err(e),
         };
-        let cleanup = self.backend.delete_prefix(&layout::upload_dir(name, &id)).await;
+        // A committed blob took the staged file with it (or deleted it).
+        let cleanup = match result {
+            Ok(()) => Ok(()),
+            Err(_) => self.backend.delete(&staged).await,
+        };
         self.uploads.remove(&key);
-        cleanup?;
-        result
+        result?;
+        Ok(cleanup?)
     }
 
     pub async fn cancel_upload(&self, name: &RepoName, id: &str) -> Result<()> {
@@ -396,18 +391,18 @@ impl Registry {
         self.close_session(name, id, &mut s, false).await
     }
 
-    /// Ends a session for good. The start time goes first: without it no
-    /// request, in this process or after a restart, can find the session
-    /// again. Once the data has moved into the blob store (`data_gone`) the
-    /// start time is all that is left, and removing the directory is enough.
+    /// Ends a session for good: closed (requests holding it or finding it in
+    /// the table see that), its file removed unless the blob store took it
+    /// (`data_gone`), and only then forgotten: until the file is gone, a
+    /// request must find the closed session rather than the file.
     async fn close_session(&self, name: &RepoName, id: &str, s: &mut Session, data_gone: bool) -> Result<()> {
         s.closed = true;
-        if !data_gone {
-            self.backend.delete(&layout::upload_started_at(name, id)).await?;
-        }
+        let deleted = match data_gone {
+            true => Ok(()),
+            false => self.backend.delete(&layout::upload_data(name, id)).await,
+        };
         self.uploads.remove(&session_key(name, id));
-        self.backend.delete_prefix(&layout::upload_dir(name, id)).await?;
-        Ok(())
+        Ok(deleted?)
     }
 }
 
@@ -463,6 +458,76 @@ mod tests {
 
     fn stream_of(bytes: &'static [u8]) -> ByteStream {
         futures::stream::iter([Ok(Bytes::from_static(bytes))]).boxed()
+    }
+
+    /// The session file becomes the blob: a push creates no other file or
+    /// directory it then deletes (freed inodes make ext4 without a journal
+    /// slow to allocate), and leaves nothing behind in `_uploads`.
+    #[tokio::test]
+    async fn the_upload_file_becomes_the_blob() {
+        use std::os::unix::fs::MetadataExt;
+        let (dir, reg) = registry(Duration::from_secs(3600));
+        let name: RepoName = "flat/upload".parse().unwrap();
+        let st = reg.start_upload(&name).await.unwrap();
+        let staged = dir.path().join(layout::upload_data(&name, &st.id));
+        let inode = std::fs::metadata(&staged).unwrap().ino();
+        reg.append_upload(&name, &st.id, Some(0), stream_of(b"hello "))
+            .await
+            .unwrap();
+        let digest = Digest::sha256_of(b"hello world");
+        reg.finish_upload(&name, &st.id, &digest, Some(6), Some(stream_of(b"world")))
+            .await
+            .unwrap();
+        let blob = dir.path().join(layout::blob_data(&digest));
+        assert_eq!(std::fs::read(&blob).unwrap(), b"hello world");
+        assert_eq!(std::fs::metadata(&blob).unwrap().ino(), inode);
+        assert!(reg.backend.list(&layout::uploads_dir(&name)).await.unwrap().is_empty());
+    }
+
+    /// Uploads are purged by idle time (the file's mtime), and uploads left in
+    /// distribution's layout (a directory with a start time) by their start.
+    #[tokio::test]
+    async fn purge_takes_idle_uploads_and_stale_legacy_ones() {
+        let (dir, reg) = registry(Duration::from_secs(3600));
+        let name: RepoName = "purge/idle".parse().unwrap();
+        let idle = reg.start_upload(&name).await.unwrap();
+        let active = reg.start_upload(&name).await.unwrap();
+        let two_hours_ago = std::time::SystemTime::now() - Duration::from_secs(7200);
+        std::fs::File::options()
+            .write(true)
+            .open(dir.path().join(layout::upload_data(&name, &idle.id)))
+            .unwrap()
+            .set_modified(two_hours_ago)
+            .unwrap();
+        let legacy = |id: &str, started: Option<&str>| {
+            let d = dir.path().join(layout::upload_data(&name, id));
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("data"), b"partial").unwrap();
+            if let Some(t) = started {
+                std::fs::write(d.join("startedat"), t).unwrap();
+            }
+            d
+        };
+        let old = legacy("legacy-old", Some("2020-01-02T03:04:05Z"));
+        let now = time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap();
+        let recent = legacy("legacy-recent", Some(&now));
+        let broken = legacy("legacy-no-start", None);
+
+        assert_eq!(reg.purge_stale_uploads().await.unwrap(), 3);
+        assert!(matches!(
+            reg.upload_status(&name, &idle.id).await,
+            Err(RegistryError::UploadUnknown(_))
+        ));
+        assert_eq!(reg.upload_status(&name, &active.id).await.unwrap().offset, 0);
+        assert!(!old.exists() && !broken.exists());
+        assert!(recent.join("startedat").exists());
+        // A legacy upload is not resumed: its id names a directory, not a session.
+        assert!(matches!(
+            reg.upload_status(&name, "legacy-recent").await,
+            Err(RegistryError::UploadUnknown(_))
+        ));
     }
 
     /// A purge running while uploads start must never take a new upload for debris.

@@ -53,6 +53,8 @@ pub type Result<T, E = StorageError> = std::result::Result<T, E>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ObjectMeta {
     pub size: u64,
+    /// When the object was last written, where the backend knows it.
+    pub modified: Option<std::time::SystemTime>,
 }
 
 /// The bytes of (part of) an object, ready to be sent.

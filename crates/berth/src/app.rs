@@ -57,7 +57,7 @@ pub struct Server {
 pub async fn start(listener: TcpListener, args: &ServeArgs) -> anyhow::Result<Server> {
     std::fs::create_dir_all(&args.data)
         .with_context(|| format!("creating the data directory {}", args.data.display()))?;
-    let backend: Arc<dyn Backend> = Arc::new(FsBackend::new(&args.data));
+    let backend: Arc<dyn Backend> = Arc::new(FsBackend::with_sync(&args.data, args.sync.into()));
     let config = RegistryConfig {
         upload_max_age: Duration::from_secs(args.upload_max_age_secs),
     };

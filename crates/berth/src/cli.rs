@@ -37,6 +37,21 @@ pub enum LogFormat {
     Json,
 }
 
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum SyncArg {
+    Grouped,
+    PerFile,
+}
+
+impl From<SyncArg> for berth_storage::SyncMode {
+    fn from(arg: SyncArg) -> Self {
+        match arg {
+            SyncArg::Grouped => berth_storage::SyncMode::Grouped,
+            SyncArg::PerFile => berth_storage::SyncMode::PerFile,
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Address and port to listen on (IPv4 or [IPv6]).
@@ -57,7 +72,15 @@ pub struct ServeArgs {
     #[arg(long, env = "BERTH_LOG", default_value = "info")]
     pub log: String,
 
-    /// Uploads not finished within this many seconds are removed.
+    /// How writes are made durable before they are acknowledged. `grouped`:
+    /// one filesystem sync (syncfs) for all requests waiting at the same
+    /// moment, the fewest device flushes. `per-file`: fsync of each file and
+    /// directory written, isolated from other processes writing to the same
+    /// filesystem (whose dirty data a syncfs also writes out).
+    #[arg(long, env = "BERTH_SYNC", value_enum, default_value_t = SyncArg::Grouped)]
+    pub sync: SyncArg,
+
+    /// Uploads idle for longer than this many seconds are removed.
     #[arg(long, env = "BERTH_UPLOAD_MAX_AGE", default_value_t = 24 * 3600)]
     pub upload_max_age_secs: u64,
 

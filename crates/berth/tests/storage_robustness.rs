@@ -15,7 +15,8 @@ fn blob_path(data: &Path, digest: &str) -> PathBuf {
     data.join(format!("docker/registry/v2/blobs/{alg}/{}/{hex}/data", &hex[..2]))
 }
 
-fn upload_dir(data: &Path, repo: &str, loc: &str) -> PathBuf {
+/// The file holding an upload's bytes so far.
+fn upload_file(data: &Path, repo: &str, loc: &str) -> PathBuf {
     let id = loc.rsplit('/').next().unwrap().split('?').next().unwrap();
     data.join(format!("docker/registry/v2/repositories/{repo}/_uploads/{id}"))
 }
@@ -126,10 +127,10 @@ async fn stale_uploads_are_purged() {
     let loc = c.start_upload("robust/stale").await;
     let r = c.req(Method::PATCH, &loc).body(vec![7u8; 100]).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::ACCEPTED);
-    let dir = upload_dir(&s.data, "robust/stale", &loc);
-    assert!(dir.exists());
-    let gone = support::wait_until(Duration::from_secs(15), || !dir.exists());
-    assert!(gone, "{dir:?} was not purged");
+    let file = upload_file(&s.data, "robust/stale", &loc);
+    assert!(file.exists());
+    let gone = support::wait_until(Duration::from_secs(15), || !file.exists());
+    assert!(gone, "{file:?} was not purged");
     assert_error(c.get(&loc).await, 404, "BLOB_UPLOAD_UNKNOWN").await;
     let d = sha256(&[7u8; 100]);
     assert_error(
@@ -385,12 +386,12 @@ async fn half_written_upload_after_a_crash() {
     s.stop();
 
     // The crash: part of the next chunk reached the disk, unacknowledged.
-    let staged = upload_dir(dir.path(), repo, &loc).join("data");
+    let staged = upload_file(dir.path(), repo, &loc);
     let mut f = std::fs::OpenOptions::new().append(true).open(&staged).unwrap();
     std::io::Write::write_all(&mut f, &blob[20_000..25_000]).unwrap();
     drop(f);
     // And garbage reached the other one.
-    let staged2 = upload_dir(dir.path(), repo, &loc2).join("data");
+    let staged2 = upload_file(dir.path(), repo, &loc2);
     let mut f = std::fs::OpenOptions::new().append(true).open(&staged2).unwrap();
     std::io::Write::write_all(&mut f, b"garbage").unwrap();
     drop(f);
@@ -520,7 +521,7 @@ async fn cancel_racing_chunks_never_fails() {
         // Whatever the order, the session ends cancelled and leaves nothing behind.
         let r = c.get(&loc).await;
         assert_eq!(r.status(), StatusCode::NOT_FOUND, "round {round}");
-        assert!(!upload_dir(&s.data, "robust/cancel", &loc).exists(), "round {round}");
+        assert!(!upload_file(&s.data, "robust/cancel", &loc).exists(), "round {round}");
     }
 }
 

@@ -15,10 +15,11 @@
 //! cache as before. Filesystems without `O_DIRECT` (tmpfs on old kernels,
 //! some FUSE mounts) fall back to buffered writes with early writeback.
 //!
-//! Durability does not depend on the path taken: `finish` fdatasyncs, which
-//! also flushes the device cache that direct writes may still sit in.
+//! Durability does not depend on the path taken: `finish` fdatasyncs (or, for
+//! a small request with grouped syncs, waits for a group commit), which also
+//! flushes the device cache that direct writes may still sit in.
 
-use super::blocking;
+use super::{blocking, Syncer};
 use crate::backend::{AppendWriter, Result, StorageError};
 use async_trait::async_trait;
 use bytes::{Buf, Bytes};
@@ -109,11 +110,14 @@ pub(super) struct FsAppendWriter {
     /// File offset after the batch in flight: where the current batch starts.
     written: u64,
     size: u64,
+    /// The size when this writer started.
+    start: u64,
+    sync: Syncer,
 }
 
 impl FsAppendWriter {
     /// Appends to the file at `path`, which must hold exactly `offset` bytes.
-    pub(super) fn new(key: String, path: PathBuf, offset: u64) -> FsAppendWriter {
+    pub(super) fn new(key: String, path: PathBuf, offset: u64, sync: Syncer) -> FsAppendWriter {
         FsAppendWriter {
             key,
             target: Some(Target::Closed { path, offset }),
@@ -122,6 +126,8 @@ impl FsAppendWriter {
             in_flight: None,
             written: offset,
             size: offset,
+            start: offset,
+            sync,
         }
     }
 
@@ -388,19 +394,29 @@ impl AppendWriter for FsAppendWriter {
     }
 
     async fn finish(mut self: Box<Self>) -> Result<u64> {
-        // The last bytes (through the page cache) and the fdatasync share one
-        // trip to a blocking thread.
+        // The last bytes (through the page cache) and the fdatasync, if this
+        // request makes its own, share one trip to a blocking thread.
         let target = self.take_target().await?;
-        let batch = std::mem::take(&mut self.batch);
         let key = self.key.clone();
+        // A request that wrote a batch or more syncs its own file even when
+        // syncs are grouped: its data is most of what there is to write, and
+        // a group commit would make small pushes waiting with it pay for it.
+        let own_sync = self.sync.per_file() || self.size - self.start >= WRITE_BATCH as u64;
+        let batch = std::mem::take(&mut self.batch);
         blocking(move || {
             let mut io = target.open(&key)?;
             io.set_direct(false)
                 .and_then(|_| write_all_vectored(&mut io.file, batch))
-                .and_then(|_| io.file.sync_data())
+                .and_then(|_| match own_sync {
+                    true => io.file.sync_data(),
+                    false => Ok(()),
+                })
                 .map_err(|e| StorageError::io(&key, e))
         })
         .await?;
+        if !own_sync {
+            self.sync.commit(&self.key).await?;
+        }
         Ok(self.size)
     }
 }

@@ -1,11 +1,16 @@
 //! The filesystem backend: keys are paths below a root directory.
 //!
 //! Durability: every `put` writes a temporary file in the target directory,
-//! fsyncs it, renames it over the target and fsyncs the directory; `promote`
-//! renames and fsyncs the directory; an `AppendWriter` fsyncs on `finish`.
-//! Temporary files start with `.tmp-` and are never read as data.
+//! makes it durable, renames it over the target and makes the rename durable;
+//! `promote` renames and makes the rename durable; an `AppendWriter` makes its
+//! bytes durable on `finish`. Bytes are always durable before the rename that
+//! publishes them, so a crash never leaves a name pointing at torn bytes.
+//! "Durable" is per file (fdatasync, fsync of the directory) or, by default,
+//! a group commit shared by every request waiting at the same moment (see
+//! [`group_commit`]). Temporary files start with `.tmp-` and are never read as data.
 
 mod append;
+mod group_commit;
 
 use crate::backend::{AppendWriter, Backend, ObjectBody, ObjectMeta, Result, StorageError};
 use async_trait::async_trait;
@@ -16,15 +21,70 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-#[derive(Debug, Clone)]
+/// How the backend makes writes durable before it reports them done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SyncMode {
+    /// One `syncfs` for all requests waiting at the same moment: the fewest
+    /// device flushes, at the cost of also writing out what other processes
+    /// left dirty on the same filesystem.
+    #[default]
+    Grouped,
+    /// fdatasync of each file and fsync of each directory it was renamed
+    /// into: isolated from other writers, one flush or more per write.
+    PerFile,
+}
+
+/// Where durability comes from: this backend's own fsyncs or a group commit.
+#[derive(Clone)]
+enum Syncer {
+    PerFile,
+    Grouped(Arc<group_commit::GroupCommit>),
+}
+
+impl Syncer {
+    fn per_file(&self) -> bool {
+        matches!(self, Syncer::PerFile)
+    }
+
+    /// Makes what the caller wrote so far durable (nothing to do per file:
+    /// the writes synced themselves).
+    async fn commit(&self, key: &str) -> Result<()> {
+        match self {
+            Syncer::PerFile => Ok(()),
+            Syncer::Grouped(group) => group.commit().await.map_err(|e| StorageError::io(key, e)),
+        }
+    }
+}
+
+#[derive(Clone)]
 pub struct FsBackend {
     root: Arc<PathBuf>,
+    sync: Syncer,
+}
+
+impl std::fmt::Debug for FsBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FsBackend")
+            .field("root", &self.root)
+            .field("per_file_sync", &self.sync.per_file())
+            .finish()
+    }
 }
 
 impl FsBackend {
     pub fn new(root: impl Into<PathBuf>) -> FsBackend {
+        FsBackend::with_sync(root, SyncMode::default())
+    }
+
+    pub fn with_sync(root: impl Into<PathBuf>, mode: SyncMode) -> FsBackend {
+        let root: PathBuf = root.into();
+        let sync = match mode {
+            SyncMode::PerFile => Syncer::PerFile,
+            SyncMode::Grouped => Syncer::Grouped(Arc::new(group_commit::GroupCommit::new(root.clone()))),
+        };
         FsBackend {
-            root: Arc::new(root.into()),
+            root: Arc::new(root),
+            sync,
         }
     }
 
@@ -88,27 +148,41 @@ fn with_parent<T>(path: &Path, mut op: impl FnMut(&Path) -> io::Result<T>) -> io
     }
 }
 
-/// Atomic durable write: temp file, fsync, rename, fsync directory.
+/// Atomic write: temp file, fsync, rename, fsync directory (the syncs only
+/// when `durable`).
 fn write_atomic(path: &Path, data: &[u8], durable: bool) -> io::Result<()> {
+    let tmp = write_temp(path, data, durable)?;
+    publish(&tmp, path, durable)
+}
+
+/// Writes `data` to a new temporary file beside `path`, and returns its path.
+fn write_temp(path: &Path, data: &[u8], durable: bool) -> io::Result<PathBuf> {
     with_parent(path, |parent| {
         let tmp = parent.join(format!(".tmp-{}", uuid::Uuid::new_v4().simple()));
-        let result = (|| {
-            let mut f = File::create(&tmp)?;
+        let result = File::create(&tmp).and_then(|mut f| {
             f.write_all(data)?;
             if durable {
                 f.sync_data()?;
             }
-            fs::rename(&tmp, path)?;
-            if durable {
-                sync_dir(parent)?;
-            }
             Ok(())
-        })();
+        });
         if result.is_err() {
             let _ = fs::remove_file(&tmp);
         }
-        result
+        result.map(|()| tmp.clone())
     })
+}
+
+/// Renames a temporary file over `path`; with `durable`, fsyncs the directory.
+fn publish(tmp: &Path, path: &Path, durable: bool) -> io::Result<()> {
+    let result = fs::rename(tmp, path).and_then(|()| match durable {
+        true => sync_dir(path.parent().expect("storage paths have a parent")),
+        false => Ok(()),
+    });
+    if result.is_err() {
+        let _ = fs::remove_file(tmp);
+    }
+    result
 }
 
 #[async_trait]
@@ -127,7 +201,10 @@ impl Backend for FsBackend {
             if m.is_dir() {
                 return Err(StorageError::NotFound(key));
             }
-            Ok(ObjectMeta { size: m.len() })
+            Ok(ObjectMeta {
+                size: m.len(),
+                modified: m.modified().ok(),
+            })
         })
         .await
     }
@@ -158,8 +235,33 @@ impl Backend for FsBackend {
 
     async fn put(&self, key: &str, data: Bytes) -> Result<()> {
         let path = self.path(key);
-        let key = key.to_owned();
-        blocking(move || write_atomic(&path, &data, true).map_err(|e| StorageError::io(&key, e))).await
+        let owned = key.to_owned();
+        if self.sync.per_file() {
+            return blocking(move || write_atomic(&path, &data, true).map_err(|e| StorageError::io(&owned, e))).await;
+        }
+        // Two commits: the bytes must be durable before the rename that
+        // publishes them, or a crash could leave the key holding torn bytes
+        // (for a tag, losing the old value as well as the new).
+        let mut attempt = 0;
+        loop {
+            let (path, data, owned) = (path.clone(), data.clone(), owned.clone());
+            let (tmp, dst) = blocking(move || {
+                let tmp = write_temp(&path, &data, false).map_err(|e| StorageError::io(&owned, e))?;
+                Ok((tmp, path))
+            })
+            .await?;
+            if let Err(e) = self.sync.commit(key).await {
+                let _ = fs::remove_file(&tmp);
+                return Err(e);
+            }
+            match publish(&tmp, &dst, false) {
+                Ok(()) => return self.sync.commit(key).await,
+                // A concurrent `delete_prefix` took the directory, temporary
+                // file included, while it was committed: write again, after it.
+                Err(e) if e.kind() == io::ErrorKind::NotFound && attempt < PARENT_RETRIES => attempt += 1,
+                Err(e) => return Err(StorageError::io(key, e)),
+            }
+        }
     }
 
     async fn put_ephemeral(&self, key: &str, data: Bytes) -> Result<()> {
@@ -233,21 +335,27 @@ impl Backend for FsBackend {
             key.to_owned(),
             self.path(key),
             offset,
+            self.sync.clone(),
         )))
     }
 
     async fn promote(&self, from: &str, to: &str) -> Result<()> {
         let src = self.path(from);
         let dst = self.path(to);
-        let key = to.to_owned();
+        let owned = to.to_owned();
+        let per_file = self.sync.per_file();
         blocking(move || {
             with_parent(&dst, |parent| {
                 fs::rename(&src, &dst)?;
-                sync_dir(parent)
+                match per_file {
+                    true => sync_dir(parent),
+                    false => Ok(()),
+                }
             })
-            .map_err(|e| StorageError::io(&key, e))
+            .map_err(|e| StorageError::io(&owned, e))
         })
-        .await
+        .await?;
+        self.sync.commit(to).await
     }
 }
 
@@ -379,6 +487,26 @@ mod tests {
         }
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         deleter.await.unwrap();
+    }
+
+    /// Both sync modes keep the same contract; the grouped one is the default
+    /// the other tests use.
+    #[tokio::test]
+    async fn per_file_sync_keeps_the_contract() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = FsBackend::with_sync(dir.path(), SyncMode::PerFile);
+        assert!(b.sync.per_file() && !FsBackend::new(dir.path()).sync.per_file());
+        b.put("t/link", Bytes::from_static(b"one")).await.unwrap();
+        b.put("t/link", Bytes::from_static(b"two")).await.unwrap();
+        assert_eq!(&b.get("t/link").await.unwrap()[..], b"two");
+        for size in [10, WRITE_BATCH + 10] {
+            let mut w = b.append("up/x", 0).await.unwrap();
+            w.write(Bytes::from(vec![3u8; size])).await.unwrap();
+            assert_eq!(w.finish().await.unwrap(), size as u64);
+            b.promote("up/x", "blobs/x").await.unwrap();
+            assert_eq!(b.head("blobs/x").await.unwrap().size, size as u64);
+        }
+        assert!(b.list("t").await.unwrap() == vec!["link".to_string()]);
     }
 
     #[tokio::test]
