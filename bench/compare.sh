@@ -6,10 +6,11 @@
 # RSS from /proc, measures exec-to-first-200 on /v2/, and prints one table of
 # ratios. Everything it starts it stops again, by PID.
 #
-#   bench/compare.sh [--rounds N] [--quick] [--no-build] [--out DIR]
+#   bench/compare.sh [--rounds N] [--quick] [--no-build] [--out DIR] [--only REGEX]
 #
 # --quick shrinks the sizes (10 MiB instead of 1 GiB, shorter runs) for a fast look;
-# --no-build uses the release binaries already in $CARGO_TARGET_DIR (or target/).
+# --no-build uses the release binaries already in $CARGO_TARGET_DIR (or target/);
+# --only runs just the workloads whose names match REGEX (grep -E), e.g. 'push'.
 # Needs: docker-registry, nginx-light, jq (installed with apt-get when missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,13 +20,15 @@ rounds=3
 quick=0
 build=1
 out=""
+only=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --rounds) rounds="$2"; shift 2 ;;
     --quick) quick=1; shift ;;
     --no-build) build=0; shift ;;
     --out) out="$2"; shift 2 ;;
-    *) echo "usage: $0 [--rounds N] [--quick] [--no-build] [--out DIR]" >&2; exit 2 ;;
+    --only) only="$2"; shift 2 ;;
+    *) echo "usage: $0 [--rounds N] [--quick] [--no-build] [--out DIR] [--only REGEX]" >&2; exit 2 ;;
   esac
 done
 
@@ -221,18 +224,37 @@ cases=(
   "10MiB blob GET c8|berth distribution nginx|--workload pull-blob --size 10MiB -c 8 -d $dur --warmup"
   "10MiB blob GET c64|berth distribution nginx|--workload pull-blob --size 10MiB -c 64 -d $dur --warmup"
   "$big_pull blob GET c1|berth distribution nginx|--workload pull-blob --size $big_pull -c 1 -n 4 --warmup"
+  # The same pulls with a client that lets the kernel drop the bodies instead
+  # of copying them: with the copying client the client needs as much of the
+  # 2 cores as the servers, and bounds what is measured.
+  "10MiB blob GET c8 discard|berth distribution nginx|--workload pull-blob --size 10MiB -c 8 -d $dur --warmup --discard"
+  "10MiB blob GET c64 discard|berth distribution nginx|--workload pull-blob --size 10MiB -c 64 -d $dur --warmup --discard"
+  "$big_pull blob GET c1 discard|berth distribution nginx|--workload pull-blob --size $big_pull -c 1 -n 4 --warmup --discard"
   "disk write $big incompressible+fdatasync|disk|disk-write --size $big"
   "disk write $big incompressible O_DIRECT+fdatasync|disk|disk-write --direct --size $big"
   "$big push monolithic c1|berth distribution|--workload push-monolithic --size $big -c 1 -n $big_push_n"
   "$big push 5MiB chunks c1|berth distribution|--workload push-chunked --size $big --chunk-size 5MiB -c 1 -n $big_push_n"
   "1KiB push x$small_n c8|berth distribution|--workload push-monolithic --size 1KiB -c 8 -n $small_n"
 )
+if [ -n "$only" ]; then
+  selected=()
+  for c in "${cases[@]}"; do
+    if printf '%s\n' "${c%%|*}" | grep -Eq -- "$only"; then selected+=("$c"); fi
+  done
+  ((${#selected[@]})) || { echo "--only $only matches no workload" >&2; exit 2; }
+  cases=("${selected[@]}")
+fi
 
 log "preparing pull data (pushed to both registries, written as files for nginx)"
+declare -A prepared=()
 for c in "${cases[@]}"; do
   IFS='|' read -r name _ args <<<"$c"
   case "$args" in *pull-*|*head-tag*) ;; *) continue ;; esac
   args="${args/--warmup/}"
+  args="${args/--discard/}"
+  # The discarding pulls read the same data as the copying ones.
+  [ -z "${prepared[$args]:-}" ] || continue
+  prepared[$args]=1
   # shellcheck disable=SC2086
   for s in berth distribution; do "$bench" run --url "${url[$s]}" $args --setup-only; done
   # shellcheck disable=SC2086

@@ -57,6 +57,8 @@ run --workload pull-blob --size 1MiB --duration 0.5 --concurrency 2 --verify
 # Big enough for berth's direct-I/O batches; chunks that end off block boundaries.
 run --workload push-chunked --size 5MiB --chunk-size 1000001 --requests 2 --concurrency 1
 run --workload pull-blob --size 5MiB --duration 0.5 --concurrency 2 --verify
+# The client that lets the kernel drop the bodies (lengths are still checked).
+run --workload pull-blob --size 5MiB --duration 0.5 --concurrency 2 --discard
 run --workload pull-manifest --duration 0.5 --concurrency 8 --verify
 run --workload head-tag --duration 0.5 --concurrency 8
 for mode in "" --direct; do

@@ -4,6 +4,7 @@
 //! distribution, or a static file server holding the same bytes.
 
 pub mod client;
+pub mod discard;
 pub mod gen;
 pub mod proc;
 pub mod size;

@@ -70,6 +70,11 @@ struct RunArgs {
     /// Hash every pulled blob or manifest and check its digest (costs client CPU).
     #[arg(long)]
     verify: bool,
+    /// pull-blob: let the kernel discard response bodies (recv with MSG_TRUNC)
+    /// instead of copying them into the client, so that the client's CPU does
+    /// not bound the measured rate. Bodies are counted, not seen.
+    #[arg(long, conflicts_with = "verify")]
+    discard: bool,
     /// Instead of pushing the pull data to the registry, write it as static files below this
     /// directory (v2/<repo>/blobs/<digest>, v2/<repo>/manifests/<digest|tag>) and exit.
     #[arg(long)]
@@ -158,6 +163,9 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     } else {
         (args.concurrency as u64).clamp(1, 16)
     });
+    if args.discard && args.workload != Workload::PullBlob {
+        bail!("--discard is for pull-blob");
+    }
     if args.workload == Workload::PushChunked && args.chunk_size == 0 {
         bail!("--chunk-size must be positive");
     }
@@ -174,6 +182,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             .seed
             .unwrap_or_else(|| workload::default_seed(args.workload, args.size)),
         verify: args.verify,
+        discard: args.discard,
         static_root: args.static_root.clone(),
         no_setup: args.no_setup,
         warmup: args.warmup,

@@ -1,6 +1,7 @@
 //! The workloads, their setup, the timed run and its report.
 
 use crate::client::{drain, expect, location, with_query, Conn, ReqBody, Target};
+use crate::discard::DiscardConn;
 use crate::gen::{BlobKey, PIECE};
 use crate::{proc, size, stats};
 use anyhow::{bail, Context};
@@ -58,6 +59,8 @@ pub struct Config {
     pub seed: u64,
     /// Hash pulled blobs and compare with their digest.
     pub verify: bool,
+    /// Pull blobs with [`DiscardConn`]: bodies dropped in the kernel, not read.
+    pub discard: bool,
     /// Write the pull data as static files below this directory instead of pushing it.
     pub static_root: Option<PathBuf>,
     /// The pull data is already there (an earlier `--setup-only` or `--static-root` run): only compute digests.
@@ -378,6 +381,28 @@ async fn one_op(
     }
 }
 
+/// One blob GET whose body the kernel discards (`--discard`).
+async fn pull_discarding(
+    conn: &mut DiscardConn,
+    cfg: &Config,
+    target: &Target,
+    prepared: &Prepared,
+    idx: u64,
+) -> anyhow::Result<(u64, u64)> {
+    let Prepared::Blobs(blobs) = prepared else {
+        bail!("--discard is for pull-blob");
+    };
+    let (key, digest) = &blobs[(idx % blobs.len() as u64) as usize];
+    let r = conn.get(&target.path(&format!("{}/blobs/{digest}", cfg.repo))).await?;
+    if r.status != 200 {
+        bail!("pulling a blob: expected 200, got {}", r.status);
+    }
+    if r.body_len != key.size {
+        bail!("blob {digest}: got {} bytes, expected {}", r.body_len, key.size);
+    }
+    Ok((1, r.body_len))
+}
+
 async fn worker(
     cfg: Arc<Config>,
     target: Arc<Target>,
@@ -387,6 +412,7 @@ async fn worker(
 ) -> Tally {
     let mut t = Tally::default();
     let mut conn: Option<Conn> = None;
+    let mut discarding: Option<DiscardConn> = None;
     loop {
         if deadline.is_some_and(|d| Instant::now() >= d) {
             break;
@@ -397,6 +423,13 @@ async fn worker(
         }
         let start = Instant::now();
         let result = tokio::time::timeout(cfg.timeout, async {
+            if cfg.discard {
+                let c = match discarding.take().filter(DiscardConn::is_usable) {
+                    Some(c) => discarding.insert(c),
+                    None => discarding.insert(DiscardConn::connect(&target).await?),
+                };
+                return pull_discarding(c, &cfg, &target, &prepared, idx).await;
+            }
             let c = match conn.take().filter(Conn::is_usable) {
                 Some(c) => conn.insert(c),
                 None => conn.insert(Conn::connect(&target).await?),
@@ -419,6 +452,7 @@ async fn worker(
                 }
                 // The connection may be mid-message: start over on a new one.
                 conn = None;
+                discarding = None;
             }
         }
     }
@@ -444,6 +478,8 @@ pub struct Report {
     pub size_human: String,
     pub chunk_size: Option<u64>,
     pub concurrency: usize,
+    /// Bodies were discarded in the kernel (`--discard`), not read by the client.
+    pub discard: bool,
     pub ops: u64,
     pub requests: u64,
     pub errors: u64,
@@ -555,6 +591,7 @@ pub async fn run(cfg: Config, url: &str, target: Target, prepared: Prepared) -> 
         size_human: size::human(cfg.size),
         chunk_size: (cfg.workload == Workload::PushChunked).then_some(cfg.chunk_size),
         concurrency: cfg.concurrency,
+        discard: cfg.discard,
         ops: total.ops,
         requests: total.requests,
         errors: total.errors,
@@ -580,8 +617,9 @@ impl Report {
             .unwrap_or_default();
         let w = serde_json::to_value(self.workload).ok();
         let name = w.as_ref().and_then(|v| v.as_str()).unwrap_or("?");
+        let discard = if self.discard { " (bodies discarded)" } else { "" };
         s += &format!(
-            "{name} size={}{chunk} concurrency={} against {}\n",
+            "{name} size={}{chunk} concurrency={} against {}{discard}\n",
             self.size_human, self.concurrency, self.url
         );
         s += &format!(
