@@ -76,7 +76,8 @@ pub struct ServeArgs {
     /// one filesystem sync (syncfs) for all requests waiting at the same
     /// moment, the fewest device flushes. `per-file`: fsync of each file and
     /// directory written, isolated from other processes writing to the same
-    /// filesystem (whose dirty data a syncfs also writes out).
+    /// filesystem (whose dirty data a syncfs also writes out) or a data
+    /// directory spanning several mounts.
     #[arg(long, env = "BERTH_SYNC", value_enum, default_value_t = SyncArg::Grouped)]
     pub sync: SyncArg,
 

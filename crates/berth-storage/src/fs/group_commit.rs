@@ -18,7 +18,9 @@
 //! The price is isolation: `syncfs` also writes out whatever other processes
 //! left dirty on the same filesystem, so a registry sharing its filesystem with
 //! a heavy writer can see its pushes wait for that writer's data. Such setups
-//! choose the per-file mode ([`super::SyncMode::PerFile`]).
+//! choose the per-file mode ([`super::SyncMode::PerFile`]), as do data
+//! directories spanning several mounts: `syncfs` covers the filesystem of the
+//! data directory's root only.
 
 use std::fs::File;
 use std::io;
