@@ -21,7 +21,7 @@
 //! the upload's last activity, and which a finished upload renames into the
 //! blob store. A push thus creates and deletes no other file or directory, so
 //! nothing is freed: freed inodes make allocation slow on ext4 without a journal
-//! (it skips every inode freed in the last 30 s), which took 28% of the CPU of
+//! (it skips every inode freed in the last 30 s), which took 27% of the CPU of
 //! small pushes with distribution's directory-per-upload. Uploads interrupted by
 //! a switch between distribution and berth are not resumed, only purged.
 //!
