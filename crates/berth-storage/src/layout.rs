@@ -32,6 +32,7 @@
 //! berth/v1/
 //!   repositories/<name>/_referrers/<alg>/<subject hex>/<alg>-<hex>   descriptor (JSON) of a manifest whose subject is <subject>
 //!   self-image/<alg>-<hex of the executable>/<file>                 the cached self image of one berth executable
+//!   trash/<uuid>/                                                    a tree the filesystem backend is deleting
 //! ```
 //!
 //! Repository names are validated by [`RepoName`], so they cannot contain
@@ -41,6 +42,11 @@ use berth_spec::{Digest, RepoName, Tag};
 
 pub const ROOT: &str = "docker/registry/v2";
 pub const BERTH_ROOT: &str = "berth/v1";
+
+/// Where the filesystem backend moves a tree it deletes, so that the delete
+/// is one atomic rename for everyone else (see `FsBackend::delete_prefix`).
+/// Whatever a crash leaves there is garbage.
+pub const FS_TRASH: &str = "berth/v1/trash";
 
 pub fn blob_data(digest: &Digest) -> String {
     let hex = digest.hex();
@@ -183,5 +189,6 @@ mod tests {
         );
         assert_eq!(parse_referrer_entry_name(&format!("sha256-{h}")), Some(d.clone()));
         assert_eq!(self_image_dir(&d), format!("berth/v1/self-image/sha256-{h}"));
+        assert_eq!(FS_TRASH, "berth/v1/trash");
     }
 }
