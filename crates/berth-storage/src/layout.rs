@@ -45,7 +45,7 @@ pub const BERTH_ROOT: &str = "berth/v1";
 
 /// Where the filesystem backend moves a tree it deletes, so that the delete
 /// is one atomic rename for everyone else (see `FsBackend::delete_prefix`).
-/// Whatever a crash leaves there is garbage.
+/// Whatever a crash leaves there is garbage, removed when the server starts.
 pub const FS_TRASH: &str = "berth/v1/trash";
 
 pub fn blob_data(digest: &Digest) -> String {

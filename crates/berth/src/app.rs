@@ -57,7 +57,17 @@ pub struct Server {
 pub async fn start(listener: TcpListener, args: &ServeArgs) -> anyhow::Result<Server> {
     std::fs::create_dir_all(&args.data)
         .with_context(|| format!("creating the data directory {}", args.data.display()))?;
-    let backend: Arc<dyn Backend> = Arc::new(FsBackend::with_sync(&args.data, args.sync.into()));
+    let fs_backend = FsBackend::with_sync(&args.data, args.sync.into());
+    // Deletes interrupted by a crash left their trees in the trash.
+    let sweeper = fs_backend.clone();
+    tokio::spawn(async move {
+        match sweeper.sweep_trash().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(trees = n, "removed what interrupted deletes left in the trash"),
+            Err(e) => tracing::warn!(error = %e, "could not empty the trash"),
+        }
+    });
+    let backend: Arc<dyn Backend> = Arc::new(fs_backend);
     let config = RegistryConfig {
         upload_max_age: Duration::from_secs(args.upload_max_age_secs),
     };

@@ -558,3 +558,30 @@ async fn a_damaged_manifest_is_never_served_and_a_push_repairs_it() {
     let r = c.get(&format!("/v2/{repo}/manifests/{digest}")).await;
     assert_eq!(r.bytes().await.unwrap().as_ref(), m.as_slice());
 }
+
+/// A delete interrupted by a crash leaves its tree in the trash; the next
+/// start removes it, and the repository's live data is untouched.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_trash_of_a_crash_is_emptied_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().to_str().unwrap().to_owned();
+    let s = server_with(&["--data", &data_dir]);
+    let c = Client::new(&s.url);
+    let digest = c.push_blob("robust/trash", b"kept").await;
+    s.stop();
+    let left = dir.path().join("berth/v1/trash/0123abcd/v1/current");
+    std::fs::create_dir_all(&left).unwrap();
+    std::fs::write(left.join("link"), digest.as_bytes()).unwrap();
+
+    let s = server_with(&["--data", &data_dir]);
+    let trash = dir.path().join("berth/v1/trash");
+    let swept = support::wait_until(Duration::from_secs(10), || {
+        std::fs::read_dir(&trash)
+            .map(|mut d| d.next().is_none())
+            .unwrap_or(false)
+    });
+    assert!(swept, "the trash was not emptied");
+    let c = Client::new(&s.url);
+    let r = c.get(&format!("/v2/robust/trash/blobs/{digest}")).await;
+    assert_eq!(r.bytes().await.unwrap().as_ref(), b"kept");
+}

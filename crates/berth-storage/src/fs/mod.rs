@@ -92,6 +92,32 @@ impl FsBackend {
         &self.root
     }
 
+    /// Removes what deletes interrupted by a crash left in the trash (see
+    /// `delete_prefix`); returns how many trees. Safe while the backend is in
+    /// use: the trash dir itself stays, and a delete finding its tree already
+    /// gone is done.
+    pub async fn sweep_trash(&self) -> Result<usize> {
+        let trash = self.root.join(crate::layout::FS_TRASH);
+        blocking(move || {
+            let entries = match fs::read_dir(&trash) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+                Err(e) => return Err(StorageError::io(crate::layout::FS_TRASH, e)),
+            };
+            let mut removed = 0;
+            for entry in entries {
+                let entry = entry.map_err(|e| StorageError::io(crate::layout::FS_TRASH, e))?;
+                match fs::remove_dir_all(entry.path()) {
+                    Ok(()) => removed += 1,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(StorageError::io(crate::layout::FS_TRASH, e)),
+                }
+            }
+            Ok(removed)
+        })
+        .await
+    }
+
     fn path(&self, key: &str) -> PathBuf {
         debug_assert!(
             !key.split('/').any(|c| c == ".." || c.is_empty()),
@@ -307,8 +333,12 @@ impl Backend for FsBackend {
                 Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => return Ok(()),
                 Err(e) => return Err(StorageError::io(&key, e)),
             }
-            // Nothing creates entries in the trash, so this cannot race.
-            fs::remove_dir_all(&moved).map_err(|e| StorageError::io(&key, e))
+            // Nothing creates entries in the trash, so this cannot race, except
+            // with `sweep_trash`, which may have removed the tree already.
+            match fs::remove_dir_all(&moved) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(StorageError::io(&key, e)),
+                _ => Ok(()),
+            }
         })
         .await
     }
@@ -525,6 +555,25 @@ mod tests {
             assert_eq!(b.head("blobs/x").await.unwrap().size, size as u64);
         }
         assert!(b.list("t").await.unwrap() == vec!["link".to_string()]);
+    }
+
+    /// A tree a crash left in the trash is swept; deletes go on working.
+    #[tokio::test]
+    async fn the_trash_is_swept() {
+        let (d, b) = backend();
+        assert_eq!(b.sweep_trash().await.unwrap(), 0);
+        let left = d.path().join(crate::layout::FS_TRASH).join("crashed/tags/v1/current");
+        fs::create_dir_all(&left).unwrap();
+        fs::write(left.join("link"), b"sha256:...").unwrap();
+        b.put("r/tags/v2/current/link", Bytes::from_static(b"d")).await.unwrap();
+        b.delete_prefix("r/tags/v2").await.unwrap();
+        assert_eq!(b.sweep_trash().await.unwrap(), 1);
+        assert!(fs::read_dir(d.path().join(crate::layout::FS_TRASH))
+            .unwrap()
+            .next()
+            .is_none());
+        assert!(b.list("r/tags").await.unwrap().is_empty());
+        b.delete_prefix("r/tags/absent").await.unwrap();
     }
 
     #[tokio::test]
