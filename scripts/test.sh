@@ -72,6 +72,10 @@ cargo clippy --workspace --all-targets -- -D warnings
 log "cargo build --release (the static binary the self image packages)"
 cargo build --release --workspace
 
+# What README.md tells a newcomer to type, exactly as written: the run
+# command must serve /v2/, and "Using it" must run top to bottom.
+bash scripts/readme-commands.sh all
+
 log "cargo test"
 test_log=$(mktemp)
 # Doc tests are left out (there are none); every other target runs.

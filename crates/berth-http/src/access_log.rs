@@ -1,6 +1,7 @@
-//! One log line per request: method, path, status, bytes sent and duration,
-//! written when the response body is finished (or abandoned), so the duration
-//! of a large download is the real one.
+//! One log line per request: client, method, path and query, user agent,
+//! status, the spec's error code and message for a 4xx or 5xx, bytes sent and
+//! duration, written when the response body is finished (or abandoned), so
+//! the duration of a large download is the real one.
 
 use axum::body::Body;
 use axum::extract::Request;
@@ -11,9 +12,25 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+/// The peer address of a request's connection, put into the request's
+/// extensions by the server loop.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub std::net::SocketAddr);
+
+/// The spec error a response carries, for the log line: set by
+/// `ApiError::into_response` as a response extension.
+#[derive(Debug, Clone)]
+pub struct ErrorSummary {
+    pub code: &'static str,
+    pub message: String,
+}
+
 pub struct Pending {
     method: http::Method,
     path: String,
+    query: Option<String>,
+    client: Option<std::net::SocketAddr>,
+    user_agent: Option<String>,
     start: Instant,
 }
 
@@ -21,6 +38,12 @@ pub fn start(req: &Request) -> Pending {
     Pending {
         method: req.method().clone(),
         path: req.uri().path().to_owned(),
+        query: req.uri().query().map(str::to_owned),
+        client: req.extensions().get::<ClientAddr>().map(|c| c.0),
+        user_agent: req
+            .headers()
+            .get(http::header::USER_AGENT)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
         start: Instant::now(),
     }
 }
@@ -31,12 +54,14 @@ impl Pending {
             return resp;
         }
         let status = resp.status().as_u16();
-        let (parts, body) = resp.into_parts();
+        let (mut parts, body) = resp.into_parts();
+        let error = parts.extensions.remove::<ErrorSummary>();
         let logged = LoggedBody {
             inner: body,
             record: Some(Record {
                 pending: self,
                 status,
+                error,
                 bytes: 0,
             }),
         };
@@ -47,18 +72,30 @@ impl Pending {
 struct Record {
     pending: Pending,
     status: u16,
+    error: Option<ErrorSummary>,
     bytes: u64,
+}
+
+/// Milliseconds rounded to microseconds: `0.027`, not `0.027440000000000003`.
+fn rounded_ms(d: std::time::Duration) -> f64 {
+    (d.as_secs_f64() * 1_000_000.0).round() / 1000.0
 }
 
 impl Drop for Record {
     fn drop(&mut self) {
+        let p = &self.pending;
         tracing::info!(
             target: "berth::access",
-            method = %self.pending.method,
-            path = %self.pending.path,
+            client = p.client.map(tracing::field::display),
+            method = %p.method,
+            path = %p.path,
+            query = p.query.as_deref(),
             status = self.status,
+            error = self.error.as_ref().map(|e| e.code),
+            error_message = self.error.as_ref().map(|e| e.message.as_str()),
             bytes = self.bytes,
-            duration_ms = self.pending.start.elapsed().as_secs_f64() * 1000.0,
+            duration_ms = rounded_ms(p.start.elapsed()),
+            user_agent = p.user_agent.as_deref(),
         );
     }
 }
@@ -94,5 +131,18 @@ impl http_body::Body for LoggedBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn durations_are_rounded_to_microseconds() {
+        let d = std::time::Duration::from_nanos(27_440);
+        assert_eq!(super::rounded_ms(d).to_string(), "0.027");
+        assert_eq!(
+            super::rounded_ms(std::time::Duration::from_millis(1500)).to_string(),
+            "1500"
+        );
     }
 }

@@ -20,7 +20,15 @@ pub async fn get(reg: &Registry, name: &str, digest: &str, req: &Request, head: 
     let name = parse_name(name)?;
     let digest = parse_digest(digest)?;
     // A Range header that is not a single bytes range is ignored (RFC 9110 allows it).
-    let range = header_str(req, header::RANGE).and_then(ByteRange::parse);
+    let range = match header_str(req, header::RANGE).map(ByteRange::parse) {
+        None | Some(Ok(None)) => None,
+        Some(Ok(Some(range))) => Some(range),
+        Some(Err(_backwards)) => {
+            // Unknown blobs are still 404; a known one gets the 416 with its size.
+            let blob = reg.get_blob(&name, &digest, None, true).await?;
+            return Err(RegistryError::RangeNotSatisfiable { size: blob.size }.into());
+        }
+    };
     let blob = reg.get_blob(&name, &digest, range, head).await?;
     let len = blob.range.end - blob.range.start;
     let mut resp = match blob.body {

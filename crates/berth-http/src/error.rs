@@ -132,6 +132,10 @@ impl IntoResponse for ApiError {
         .expect("error bodies serialize");
         let mut resp = Response::new(Body::from(body));
         *resp.status_mut() = self.status;
+        resp.extensions_mut().insert(crate::access_log::ErrorSummary {
+            code: self.code.as_str(),
+            message: self.message,
+        });
         let h = resp.headers_mut();
         h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         for (name, value) in self.headers {

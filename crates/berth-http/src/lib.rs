@@ -59,7 +59,7 @@ pub async fn serve(
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of file descriptors or an aborted handshake: keep serving.
                     tracing::warn!(error = %e, "accepting a connection failed");
@@ -69,11 +69,13 @@ pub async fn serve(
             },
             _ = &mut shutdown => break,
         };
+        let (stream, peer) = stream;
         let _ = stream.set_nodelay(true);
         let io = sendfile::Conn::new(stream);
         let regions = io.regions();
         let router = router.clone();
-        let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+        let service = hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(access_log::ClientAddr(peer));
             tower::ServiceExt::oneshot(router.clone(), req.map(Body::new))
         });
         let conn = http.serve_connection(hyper_util::rt::TokioIo::new(io), service);

@@ -7,7 +7,8 @@ use axum::body::Body;
 use axum::response::Response;
 use berth_registry::{Registry, RegistryError};
 use berth_spec::manifest::MAX_MANIFEST_SIZE;
-use berth_spec::{ManifestError, Reference, RepoName, Tag};
+use berth_spec::reference::ReferenceError;
+use berth_spec::{ErrorCode, ManifestError, Reference, RepoName, Tag};
 use http::request::Parts as Request;
 use http::{header, HeaderValue, StatusCode};
 
@@ -15,15 +16,30 @@ pub(crate) fn parse_name(name: &str) -> Result<RepoName, ApiError> {
     name.parse::<RepoName>().map_err(|e| RegistryError::from(e).into())
 }
 
+/// The reference of a PUT: a malformed tag is TAG_INVALID (400).
 fn parse_reference(reference: &str) -> Result<Reference, ApiError> {
     reference.parse::<Reference>().map_err(|e| {
         let e = match e {
-            berth_spec::reference::ReferenceError::Digest(d) => RegistryError::DigestInvalid(d),
-            berth_spec::reference::ReferenceError::Tag(t) => RegistryError::NameInvalid(t),
+            ReferenceError::Digest(d) => RegistryError::DigestInvalid(d),
+            ReferenceError::Tag(t) => RegistryError::NameInvalid(t),
         };
         e.into()
     })
 }
+
+/// The reference of a read or a delete. A string that cannot be a tag names no
+/// manifest, so it is MANIFEST_UNKNOWN (404), as the OCI conformance suite
+/// expects; a malformed digest stays DIGEST_INVALID.
+fn parse_existing_reference(reference: &str) -> Result<Reference, ApiError> {
+    reference.parse::<Reference>().map_err(|e| match e {
+        ReferenceError::Digest(d) => RegistryError::DigestInvalid(d).into(),
+        ReferenceError::Tag(_) => RegistryError::ManifestUnknown(reference.to_owned()).into(),
+    })
+}
+
+/// At most this many `?tag=` parameters in one manifest PUT (the spec asks
+/// for at least 10 and allows 414 beyond a limit).
+const MAX_TAG_PARAMS: usize = 100;
 
 fn etag(digest: &berth_spec::Digest) -> HeaderValue {
     HeaderValue::from_str(&format!("\"{digest}\"")).expect("digests are ascii")
@@ -35,7 +51,7 @@ fn digest_header(digest: &berth_spec::Digest) -> HeaderValue {
 
 pub async fn get(reg: &Registry, name: &str, reference: &str, req: &Request, head: bool) -> Result<Response, ApiError> {
     let name = parse_name(name)?;
-    let reference = parse_reference(reference)?;
+    let reference = parse_existing_reference(reference)?;
     // The stored manifest is served whatever the Accept header says: refusing
     // it (as distribution does for some types) only breaks clients.
     let m = reg.get_manifest(&name, &reference).await?;
@@ -78,6 +94,13 @@ pub async fn put(reg: &Registry, name: &str, reference: &str, req: &Request, bod
             extra_tags.push(v.parse::<Tag>().map_err(RegistryError::from)?);
         }
     }
+    if extra_tags.len() > MAX_TAG_PARAMS {
+        return Err(ApiError::new(
+            StatusCode::URI_TOO_LONG,
+            ErrorCode::TagInvalid,
+            format!("at most {MAX_TAG_PARAMS} tag parameters per request"),
+        ));
+    }
     let content_type = header_str(req, header::CONTENT_TYPE).map(str::to_owned);
     let too_large = || ApiError::from(RegistryError::ManifestInvalid(ManifestError::TooLarge));
     if let Some(len) = header_str(req, header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok()) {
@@ -105,6 +128,11 @@ pub async fn put(reg: &Registry, name: &str, reference: &str, req: &Request, bod
     if let Some(subject) = &put.subject {
         h.insert("oci-subject", digest_header(subject));
     }
+    // One OCI-Tag header per tag the PUT created (distribution-spec: "for
+    // each accepted tag"); tags are ASCII by their grammar.
+    for tag in &extra_tags {
+        h.append("oci-tag", HeaderValue::from_str(tag.as_str()).expect("tags are ascii"));
+    }
     Ok(resp)
 }
 
@@ -115,7 +143,7 @@ const DRAIN_LIMIT: usize = 2 * MAX_MANIFEST_SIZE;
 
 pub async fn delete(reg: &Registry, name: &str, reference: &str) -> Result<Response, ApiError> {
     let name = parse_name(name)?;
-    let reference = parse_reference(reference)?;
+    let reference = parse_existing_reference(reference)?;
     reg.delete_manifest(&name, &reference).await?;
     Ok(accepted())
 }

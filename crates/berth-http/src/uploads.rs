@@ -185,11 +185,15 @@ pub async fn start(reg: &Registry, name: &str, req: &Request, body: Body) -> Res
     let name = parse_name(name)?;
     if let Some(mount) = query_param(req, "mount") {
         // Malformed arguments make a mount that cannot be done, like any
-        // other: the spec's answer is an ordinary upload session.
+        // other: the spec's answer is an ordinary upload session. Without
+        // `from` the blob is mounted from wherever the registry holds it.
         let digest = mount.parse::<Digest>().ok();
-        let from = query_param(req, "from").and_then(|f| f.parse::<RepoName>().ok());
+        let from = match query_param(req, "from") {
+            None => Some(None),
+            Some(f) => f.parse::<RepoName>().ok().map(Some),
+        };
         if let (Some(digest), Some(from)) = (digest, from) {
-            if reg.mount_blob(&name, &from, &digest).await? {
+            if reg.mount_blob(&name, from.as_ref(), &digest).await? {
                 return Ok(blob_created(&name, &digest));
             }
         }

@@ -78,13 +78,17 @@ impl Registry {
         Ok(BlobContent { size, range, body })
     }
 
-    /// Makes a blob of repository `from` readable from `name` without copying
-    /// it. Returns false when `from` does not hold the blob (the client then
-    /// uploads it as usual).
-    pub async fn mount_blob(&self, name: &RepoName, from: &RepoName, digest: &Digest) -> Result<bool> {
+    /// Makes a blob readable from `name` without copying it: from repository
+    /// `from`, or, with `from` absent (the spec lets `from` be optional), from
+    /// the blob store wherever the blob was pushed. Returns false when the blob
+    /// cannot be mounted (the client then uploads it as usual). Whether the
+    /// caller may read the source is the caller's decision, made before this.
+    pub async fn mount_blob(&self, name: &RepoName, from: Option<&RepoName>, digest: &Digest) -> Result<bool> {
         self.ensure_writable(name)?;
-        if self.source_for(from).is_some() || !self.blob_linked(from, digest).await? {
-            return Ok(false);
+        if let Some(from) = from {
+            if self.source_for(from).is_some() || !self.blob_linked(from, digest).await? {
+                return Ok(false);
+            }
         }
         match self.backend.head(&layout::blob_data(digest)).await {
             Ok(_) => {}
@@ -113,7 +117,7 @@ impl Registry {
     /// Unlinks a blob from a repository. The bytes stay until garbage
     /// collection, since other repositories may share them.
     pub async fn delete_blob(&self, name: &RepoName, digest: &Digest) -> Result<()> {
-        self.ensure_writable(name)?;
+        self.ensure_deletable(name)?;
         let key = layout::layer_link(name, digest);
         match self.backend.head(&key).await {
             Ok(_) => {}

@@ -30,12 +30,21 @@ use std::time::Duration;
 pub struct RegistryConfig {
     /// Uploads not finished within this long are removed by [`Registry::purge_stale_uploads`].
     pub upload_max_age: Duration,
+    /// Accept manifests whose layers or index children were never pushed
+    /// (the spec lets a registry choose; distribution-spec's `OCI_DATA_SPARSE`).
+    /// The config blob of an image is still required.
+    pub allow_sparse_manifests: bool,
+    /// Whether manifests, tags and blobs may be deleted. Off, every delete is
+    /// refused as unsupported (what distribution does by default).
+    pub deletes: bool,
 }
 
 impl Default for RegistryConfig {
     fn default() -> Self {
         RegistryConfig {
             upload_max_age: Duration::from_secs(24 * 3600),
+            allow_sparse_manifests: false,
+            deletes: true,
         }
     }
 }
@@ -75,6 +84,16 @@ impl Registry {
     /// The read-only source that owns `name`, if any.
     fn source_for(&self, name: &RepoName) -> Option<&Arc<dyn ImageSource>> {
         self.sources.iter().find(|s| name.is_under(s.prefix()))
+    }
+
+    /// Refuses deletes when they are turned off, and in read-only sources.
+    fn ensure_deletable(&self, name: &RepoName) -> Result<()> {
+        if !self.config.deletes {
+            return Err(RegistryError::Unsupported(
+                "deletes are disabled on this registry (berth serve --deletes off)".into(),
+            ));
+        }
+        self.ensure_writable(name)
     }
 
     /// Refuses writes to repositories served from a read-only source.

@@ -148,14 +148,21 @@ impl Registry {
         // The link and the bytes: a link can outlive its blob (garbage
         // collection, or a push interrupted between linking and storing, which
         // run side by side), and a manifest must not be accepted on it alone.
+        // A sparse manifest may leave out layers and index children, never
+        // the config, without which the image cannot be inspected or run.
+        let sparse = self.config.allow_sparse_manifests;
         for blob in manifest.required_blobs() {
+            let is_config = manifest.config.as_ref() == Some(blob);
             if !self.exists(&layout::layer_link(name, &blob.digest)).await?
                 || !self.exists(&layout::blob_data(&blob.digest)).await?
             {
+                if sparse && !is_config {
+                    continue;
+                }
                 return Err(RegistryError::ManifestBlobUnknown(blob.digest.clone()));
             }
         }
-        if manifest.kind == ManifestKind::Index {
+        if manifest.kind == ManifestKind::Index && !sparse {
             for child in &manifest.manifests {
                 if !self
                     .exists(&layout::manifest_revision_link(name, &child.digest))
@@ -226,7 +233,7 @@ impl Registry {
     /// Deletes a manifest by digest (with every tag pointing at it), or removes
     /// one tag, leaving the manifest in place.
     pub async fn delete_manifest(&self, name: &RepoName, reference: &Reference) -> Result<()> {
-        self.ensure_writable(name)?;
+        self.ensure_deletable(name)?;
         let unknown = || RegistryError::ManifestUnknown(reference.to_string());
         match reference {
             Reference::Tag(tag) => {

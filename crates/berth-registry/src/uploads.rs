@@ -451,6 +451,7 @@ mod tests {
             backend,
             RegistryConfig {
                 upload_max_age: max_age,
+                ..RegistryConfig::default()
             },
         );
         (dir, Arc::new(reg))

@@ -2,6 +2,10 @@
 
 use std::ops::Range;
 
+/// A `bytes=first-last` range with `last < first`: satisfiable by no object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackwardsRange;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ByteRange {
     /// `bytes=first-last`, both inclusive.
@@ -13,14 +17,21 @@ pub enum ByteRange {
 }
 
 impl ByteRange {
-    /// Parses a Range header value. `None` means "not a single bytes range"
-    /// (the caller decides whether to ignore the header or refuse it).
-    pub fn parse(header: &str) -> Option<ByteRange> {
-        let spec = header.trim().strip_prefix("bytes=")?.trim();
+    /// Parses a Range header value. `Ok(None)` means "not a single bytes
+    /// range" (another unit, several ranges, or garbage), which a server may
+    /// ignore and answer with the whole object. `Err` is a bytes range whose
+    /// last byte comes before its first (`bytes=500-0`): no object satisfies
+    /// it, so it is answered 416, as the OCI conformance suite expects.
+    pub fn parse(header: &str) -> Result<Option<ByteRange>, BackwardsRange> {
+        let Some(spec) = header.trim().strip_prefix("bytes=").map(str::trim) else {
+            return Ok(None);
+        };
         if spec.contains(',') {
-            return None;
+            return Ok(None);
         }
-        let (a, b) = spec.split_once('-')?;
+        let Some((a, b)) = spec.split_once('-') else {
+            return Ok(None);
+        };
         let num = |s: &str| -> Option<u64> {
             let s = s.trim();
             if s.is_empty() || !s.bytes().all(|c| c.is_ascii_digit()) {
@@ -28,15 +39,16 @@ impl ByteRange {
             }
             s.parse().ok()
         };
-        match (a.trim().is_empty(), b.trim().is_empty()) {
+        Ok(match (a.trim().is_empty(), b.trim().is_empty()) {
             (true, true) => None,
-            (true, false) => Some(ByteRange::Suffix(num(b)?)),
-            (false, true) => Some(ByteRange::From(num(a)?)),
-            (false, false) => {
-                let (a, b) = (num(a)?, num(b)?);
-                (a <= b).then_some(ByteRange::FromTo(a, b))
-            }
-        }
+            (true, false) => num(b).map(ByteRange::Suffix),
+            (false, true) => num(a).map(ByteRange::From),
+            (false, false) => match (num(a), num(b)) {
+                (Some(a), Some(b)) if a > b => return Err(BackwardsRange),
+                (Some(a), Some(b)) => Some(ByteRange::FromTo(a, b)),
+                _ => None,
+            },
+        })
     }
 
     /// The half-open range of an object of `size` bytes, or `None` when the
@@ -57,19 +69,21 @@ mod tests {
 
     #[test]
     fn parse_and_resolve() {
-        assert_eq!(ByteRange::parse("bytes=0-9"), Some(ByteRange::FromTo(0, 9)));
-        assert_eq!(ByteRange::parse("bytes=5-"), Some(ByteRange::From(5)));
-        assert_eq!(ByteRange::parse("bytes=-3"), Some(ByteRange::Suffix(3)));
-        for bad in [
+        assert_eq!(ByteRange::parse("bytes=0-9"), Ok(Some(ByteRange::FromTo(0, 9))));
+        assert_eq!(ByteRange::parse("bytes=5-"), Ok(Some(ByteRange::From(5))));
+        assert_eq!(ByteRange::parse("bytes=-3"), Ok(Some(ByteRange::Suffix(3))));
+        assert_eq!(ByteRange::parse("bytes=9-1"), Err(BackwardsRange));
+        assert_eq!(ByteRange::parse("bytes=500-0"), Err(BackwardsRange));
+        for ignored in [
             "bytes=",
             "bytes=-",
-            "bytes=9-1",
             "bytes=a-b",
+            "bytes=9-x",
             "items=0-1",
             "bytes=0-1,3-4",
             "0-1",
         ] {
-            assert_eq!(ByteRange::parse(bad), None, "{bad}");
+            assert_eq!(ByteRange::parse(ignored), Ok(None), "{ignored}");
         }
         assert_eq!(ByteRange::FromTo(0, 9).resolve(5), Some(0..5));
         assert_eq!(ByteRange::FromTo(2, 3).resolve(5), Some(2..4));

@@ -33,6 +33,7 @@
 //!   repositories/<name>/_referrers/<alg>/<subject hex>/<alg>-<hex>   descriptor (JSON) of a manifest whose subject is <subject>
 //!   self-image/<alg>-<hex of the executable>/<file>                 the cached self image of one berth executable
 //!   trash/<uuid>/                                                    a tree the filesystem backend is deleting
+//!   serve.lock                                                       flock'ed by the one `berth serve` of a data directory; holds its PID
 //! ```
 //!
 //! Repository names are validated by [`RepoName`], so they cannot contain
@@ -47,6 +48,10 @@ pub const BERTH_ROOT: &str = "berth/v1";
 /// is one atomic rename for everyone else (see `FsBackend::delete_prefix`).
 /// Whatever a crash leaves there is garbage, removed when the server starts.
 pub const FS_TRASH: &str = "berth/v1/trash";
+
+/// The file a filesystem data directory's server holds an exclusive lock
+/// on (see `fs::DataDirLock`), with the holder's PID as its content.
+pub const FS_SERVE_LOCK: &str = "berth/v1/serve.lock";
 
 pub fn blob_data(digest: &Digest) -> String {
     let hex = digest.hex();
@@ -190,5 +195,6 @@ mod tests {
         assert_eq!(parse_referrer_entry_name(&format!("sha256-{h}")), Some(d.clone()));
         assert_eq!(self_image_dir(&d), format!("berth/v1/self-image/sha256-{h}"));
         assert_eq!(FS_TRASH, "berth/v1/trash");
+        assert_eq!(FS_SERVE_LOCK, "berth/v1/serve.lock");
     }
 }

@@ -11,4 +11,4 @@ pub mod fs;
 pub mod layout;
 
 pub use backend::{AppendWriter, Backend, ByteStream, ObjectBody, ObjectMeta, StorageError};
-pub use fs::{FsBackend, SyncMode};
+pub use fs::{DataDirLock, FsBackend, LockError, SyncMode};

@@ -1,12 +1,12 @@
 //! `berth serve`: wires storage, registry and HTTP together and runs them
 //! until SIGINT or SIGTERM, then lets in-flight requests finish.
 
-use crate::cli::{LogFormat, ServeArgs};
+use crate::cli::{LogFormat, ServeArgs, Switch};
 use anyhow::Context;
 use berth_registry::sources::{ArchiveSource, SelfImageSource};
 use berth_registry::{Registry, RegistryConfig};
 use berth_spec::RepoName;
-use berth_storage::{Backend, FsBackend};
+use berth_storage::{Backend, DataDirLock, FsBackend};
 use std::future::Future;
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -50,6 +50,10 @@ pub struct Server {
     registry: Arc<Registry>,
     addr: SocketAddr,
     purge_interval: Duration,
+    /// What the startup line says about storage.
+    storage: String,
+    /// Held while the server runs: one server per data directory.
+    _lock: DataDirLock,
 }
 
 /// Builds the registry described by `args` on an already bound listener
@@ -57,6 +61,8 @@ pub struct Server {
 pub async fn start(listener: TcpListener, args: &ServeArgs) -> anyhow::Result<Server> {
     std::fs::create_dir_all(&args.data)
         .with_context(|| format!("creating the data directory {}", args.data.display()))?;
+    // Before anything is written: a second server on the directory is refused.
+    let lock = DataDirLock::acquire(&args.data)?;
     let fs_backend = FsBackend::with_sync(&args.data, args.sync.into());
     // Deletes interrupted by a crash left their trees in the trash.
     let sweeper = fs_backend.clone();
@@ -70,6 +76,8 @@ pub async fn start(listener: TcpListener, args: &ServeArgs) -> anyhow::Result<Se
     let backend: Arc<dyn Backend> = Arc::new(fs_backend);
     let config = RegistryConfig {
         upload_max_age: Duration::from_secs(args.upload_max_age_secs),
+        allow_sparse_manifests: args.allow_sparse_manifests,
+        deletes: args.deletes == Switch::On,
     };
     let mut registry = Registry::new(backend.clone(), config);
     if !args.no_self_image {
@@ -98,12 +106,25 @@ pub async fn start(listener: TcpListener, args: &ServeArgs) -> anyhow::Result<Se
         registry,
         addr,
         purge_interval: Duration::from_secs(args.upload_purge_interval_secs.max(1)),
+        storage: describe_storage(args),
+        _lock: lock,
     })
 }
 
-/// Opens every `--source PREFIX=PATH`. A malformed argument stops berth; a
-/// source that cannot be read is reported (naming the file and the problem)
-/// and left out, and berth serves everything else.
+/// The storage line of the startup message: where the data is and how writes are made durable.
+fn describe_storage(args: &ServeArgs) -> String {
+    let data = std::path::absolute(&args.data).unwrap_or_else(|_| args.data.clone());
+    let sync = match args.sync {
+        crate::cli::SyncArg::Grouped => "grouped syncs",
+        crate::cli::SyncArg::PerFile => "per-file syncs",
+    };
+    format!("filesystem {} ({sync})", data.display())
+}
+
+/// Opens every `--source PREFIX=PATH`. A malformed argument, or a path that
+/// does not exist or cannot be read, is a configuration error that stops
+/// berth; an archive that exists but is damaged is reported (naming the file
+/// and the problem) and left out, and berth serves everything else.
 async fn open_sources(specs: &[String], self_name: Option<&str>) -> anyhow::Result<Vec<Arc<ArchiveSource>>> {
     let mut parsed: Vec<(RepoName, std::path::PathBuf)> = Vec::new();
     for spec in specs {
@@ -125,7 +146,18 @@ async fn open_sources(specs: &[String], self_name: Option<&str>) -> anyhow::Resu
                 }
             }
         }
-        parsed.push((prefix, std::path::PathBuf::from(path)));
+        let path = std::path::PathBuf::from(path);
+        // A typo in a path is the operator's to fix, not something to serve around.
+        if let Err(e) = std::fs::metadata(&path).and_then(|m| {
+            if m.is_dir() {
+                std::fs::read_dir(&path).map(|_| ())
+            } else {
+                std::fs::File::open(&path).map(|_| ())
+            }
+        }) {
+            anyhow::bail!("--source {spec:?}: cannot read {}: {e}", path.display());
+        }
+        parsed.push((prefix, path));
     }
     let mut opened = Vec::new();
     for (prefix, path) in parsed {
@@ -170,7 +202,7 @@ impl Server {
 
     /// Serves until `shutdown` resolves, then finishes in-flight requests.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        tracing::info!(addr = %self.addr, "berth is serving");
+        tracing::info!(addr = %self.addr, storage = %self.storage, "berth is serving");
         let purge = spawn_upload_purge(self.registry.clone(), self.purge_interval);
         let trim = crate::memory::spawn_trim(MEMORY_TRIM_INTERVAL);
         let result = berth_http::serve(self.listener, self.registry, shutdown).await;

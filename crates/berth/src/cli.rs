@@ -38,6 +38,12 @@ pub enum LogFormat {
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Switch {
+    On,
+    Off,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
 pub enum SyncArg {
     Grouped,
     PerFile,
@@ -97,6 +103,19 @@ pub struct ServeArgs {
     /// Do not serve berth's own image.
     #[arg(long, env = "BERTH_NO_SELF_IMAGE")]
     pub no_self_image: bool,
+
+    /// Whether manifests, tags and blobs may be deleted. `off` answers every
+    /// delete with 405 UNSUPPORTED (distribution's default). On by default:
+    /// tag cleanup by CI jobs and `skopeo delete` are common, and the data
+    /// stays until a delete is asked for.
+    #[arg(long, env = "BERTH_DELETES", value_enum, default_value_t = Switch::On)]
+    pub deletes: Switch,
+
+    /// Accept manifests whose layers or index children were never pushed to
+    /// the repository (sparse images and indexes, e.g. an index copied with
+    /// only some of its platforms). An image's config must still be pushed.
+    #[arg(long, env = "BERTH_ALLOW_SPARSE_MANIFESTS")]
+    pub allow_sparse_manifests: bool,
 
     /// Serve, read-only under repository prefix PREFIX, the images at PATH: an
     /// OCI image layout directory, an OCI layout tar (skopeo's oci-archive) or a

@@ -184,12 +184,29 @@ async fn blob_ranges() {
         assert_eq!(r.bytes().await.unwrap().as_ref(), &blob[start..=end], "{range}");
     }
 
-    for range in ["bytes=1000-", "bytes=1000-2000", "bytes=5000-6000"] {
+    // Past the end, and backwards (last < first: the OCI conformance suite's
+    // `bytes=500-0`): 416 with the blob's size.
+    for range in [
+        "bytes=1000-",
+        "bytes=1000-2000",
+        "bytes=5000-6000",
+        "bytes=500-0",
+        "bytes=1-0",
+    ] {
         let r = get_range(range).await;
         assert_eq!(r.status(), StatusCode::RANGE_NOT_SATISFIABLE, "{range}");
         assert_api_version(&r);
         assert_eq!(header(&r, "content-range"), Some("bytes */1000"), "{range}");
     }
+    // A backwards range on a blob that does not exist is still a 404.
+    let missing = sha256(b"no such blob");
+    let r = c
+        .req(Method::GET, &format!("/v2/pull/range/blobs/{missing}"))
+        .header("range", "bytes=500-0")
+        .send()
+        .await
+        .unwrap();
+    assert_error(r, 404, "BLOB_UNKNOWN").await;
     // A HEAD with a range describes the same part.
     let r = c
         .req(Method::HEAD, &path)

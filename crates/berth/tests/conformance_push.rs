@@ -395,12 +395,22 @@ async fn cross_repository_mount() {
     assert_created_blob(&r, "push/dst", &digest);
     blob_is(&c, "push/dst", &digest, &blob).await;
 
-    // Not mountable (unknown blob, wrong source, no source): 202 and a usable session.
+    // Without `from` (the spec lets the registry treat it as optional), the
+    // blob is mounted from wherever the registry holds it.
+    let r = c
+        .req(Method::POST, &format!("/v2/push/anon/blobs/uploads/?mount={digest}"))
+        .send()
+        .await
+        .unwrap();
+    assert_created_blob(&r, "push/anon", &digest);
+    blob_is(&c, "push/anon", &digest, &blob).await;
+
+    // Not mountable (unknown blob, with or without a source; wrong source): 202 and a usable session.
     let missing = sha256(b"missing");
     for q in [
         format!("mount={missing}&from=push/src"),
         format!("mount={digest}&from=push/nowhere"),
-        format!("mount={digest}"),
+        format!("mount={missing}"),
     ] {
         let r = c
             .req(Method::POST, &format!("/v2/push/dst2/blobs/uploads/?{q}"))
@@ -569,7 +579,8 @@ async fn manifest_by_digest_and_extra_tags() {
     assert_eq!(header(&r, "docker-content-digest"), Some(d512.as_str()));
     assert_eq!(r.bytes().await.unwrap().as_ref(), m.as_slice());
 
-    // PUT by digest with ?tag= tags it several times at once.
+    // PUT by digest with ?tag= tags it several times at once, and names
+    // every tag it created in an OCI-Tag header.
     let r = c
         .req(Method::PUT, &format!("/v2/{repo}/manifests/{digest}?tag=a&tag=b&tag=c"))
         .header("content-type", OCI_MANIFEST)
@@ -578,6 +589,7 @@ async fn manifest_by_digest_and_extra_tags() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(oci_tags(&r), ["a", "b", "c"]);
     for t in ["a", "b", "c"] {
         let r = c.get(&format!("/v2/{repo}/manifests/{t}")).await;
         assert_eq!(r.status(), StatusCode::OK, "tag {t}");
@@ -595,6 +607,133 @@ async fn manifest_by_digest_and_extra_tags() {
         .unwrap();
     assert!(r.status().is_client_error(), "{}", r.status());
     assert_eq!(c.head(&format!("/v2/{repo}/manifests/ok")).await.status(), 404);
+    // More tags than one request may create: 414, nothing tagged.
+    let many: Vec<String> = (0..101).map(|i| format!("tag=t{i}")).collect();
+    let r = c
+        .req(
+            Method::PUT,
+            &format!("/v2/{repo}/manifests/{digest}?{}", many.join("&")),
+        )
+        .header("content-type", OCI_MANIFEST)
+        .body(m.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::URI_TOO_LONG);
+    assert_eq!(c.head(&format!("/v2/{repo}/manifests/t0")).await.status(), 404);
+}
+
+/// The tags named by a response's OCI-Tag headers (comma-separated or repeated).
+fn oci_tags(r: &reqwest::Response) -> Vec<String> {
+    r.headers()
+        .get_all("oci-tag")
+        .iter()
+        .flat_map(|v| v.to_str().unwrap().split(','))
+        .map(|t| t.trim().to_owned())
+        .collect()
+}
+
+/// An index pushed by sha512 digest with tag parameters (the OCI suite's
+/// "tag-param-sha512" data): every answer about it uses the sha512 digest.
+#[tokio::test(flavor = "multi_thread")]
+async fn sha512_index_with_tag_parameters() {
+    let s = server();
+    let c = Client::new(&s.url);
+    let repo = "push/sha512";
+    let config = br#"{"os":"linux","architecture":"arm64"}"#;
+    c.push_blob(repo, config).await;
+    let child = image_manifest(config, &[]);
+    let child512 = sha512(&child);
+    let r = c
+        .req(Method::PUT, &format!("/v2/{repo}/manifests/{child512}?tag=child"))
+        .header("content-type", OCI_MANIFEST)
+        .body(child.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED, "{}", text(r).await);
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [{"mediaType": OCI_MANIFEST, "digest": child512, "size": child.len()}],
+    }))
+    .unwrap();
+    let index512 = sha512(&index);
+    let r = c
+        .req(Method::PUT, &format!("/v2/{repo}/manifests/{index512}?tag=one&tag=two"))
+        .header("content-type", OCI_INDEX)
+        .body(index.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED, "{}", text(r).await);
+    assert_eq!(header(&r, "docker-content-digest"), Some(index512.as_str()));
+    assert_eq!(location(&r), format!("/v2/{repo}/manifests/{index512}"));
+    assert_eq!(oci_tags(&r), ["one", "two"]);
+    for reference in ["one", "two", index512.as_str()] {
+        for method in [Method::GET, Method::HEAD] {
+            let r = c
+                .req(method.clone(), &format!("/v2/{repo}/manifests/{reference}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::OK, "{method} {reference}");
+            assert_eq!(
+                header(&r, "docker-content-digest"),
+                Some(index512.as_str()),
+                "{method} {reference}"
+            );
+        }
+    }
+    let r = c.get(&format!("/v2/{repo}/manifests/child")).await;
+    assert_eq!(header(&r, "docker-content-digest"), Some(child512.as_str()));
+}
+
+/// Sparse manifests (the OCI suite's `OCI_DATA_SPARSE`): refused by
+/// default, accepted with `--allow-sparse-manifests`, config still required.
+#[tokio::test(flavor = "multi_thread")]
+async fn sparse_manifests_only_when_allowed() {
+    let pushed = data(90, 1500);
+    let never = data(91, 1024);
+    let config = br#"{"os":"linux","architecture":"amd64","sparse":true}"#;
+    for allow in [false, true] {
+        let s = if allow {
+            server_with(&["--allow-sparse-manifests"])
+        } else {
+            server()
+        };
+        let c = Client::new(&s.url);
+        let repo = "push/sparse";
+        c.push_blob(repo, config).await;
+        c.push_blob(repo, &pushed).await;
+        let image = image_manifest(config, &[&pushed, &never]);
+        let r = c.put_manifest(repo, "image", OCI_MANIFEST, &image).await;
+        if allow {
+            assert_eq!(r.status(), StatusCode::CREATED, "{}", text(r).await);
+        } else {
+            assert_error(r, 400, "MANIFEST_BLOB_UNKNOWN").await;
+        }
+        // An index with a platform that was never pushed.
+        let (present, _) = c.push_image(repo, "present", 92).await;
+        let absent = image_manifest(&data(93, 10), &[]);
+        let index = index_manifest(&[(OCI_MANIFEST, &present), (OCI_MANIFEST, &absent)]);
+        let r = c.put_manifest(repo, "index", OCI_INDEX, &index).await;
+        if allow {
+            assert_eq!(r.status(), StatusCode::CREATED, "{}", text(r).await);
+            let r = c.get(&format!("/v2/{repo}/manifests/index")).await;
+            assert_eq!(r.bytes().await.unwrap().as_ref(), index.as_slice());
+        } else {
+            assert_error(r, 400, "MANIFEST_BLOB_UNKNOWN").await;
+        }
+        // Never without its config.
+        let no_config = image_manifest(b"{\"never\":1}", &[&pushed]);
+        assert_error(
+            c.put_manifest(repo, "noconfig", OCI_MANIFEST, &no_config).await,
+            400,
+            "MANIFEST_BLOB_UNKNOWN",
+        )
+        .await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -11,6 +11,9 @@
 
 mod append;
 mod group_commit;
+mod lock;
+
+pub use lock::{DataDirLock, LockError};
 
 use crate::backend::{AppendWriter, Backend, ObjectBody, ObjectMeta, Result, StorageError};
 use async_trait::async_trait;

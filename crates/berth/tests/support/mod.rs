@@ -114,6 +114,8 @@ pub struct BerthProcess {
     pub child: Child,
     pub addr: SocketAddr,
     pub url: String,
+    /// Every line the process wrote to stderr so far (JSON log lines).
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl BerthProcess {
@@ -131,9 +133,12 @@ impl BerthProcess {
             .expect("berth starts");
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let lines = log.clone();
         std::thread::spawn(move || {
             let mut sent = false;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                lines.lock().unwrap().push(line.clone());
                 if !sent {
                     if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
                         if let Some(addr) = v.get("addr").and_then(|a| a.as_str()) {
@@ -151,7 +156,28 @@ impl BerthProcess {
             child,
             addr,
             url: format!("http://{addr}"),
+            log,
         }
+    }
+
+    /// The JSON log lines written so far, parsed (other lines are skipped).
+    pub fn log_lines(&self) -> Vec<serde_json::Value> {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Waits until a log line satisfies `f`, and returns it.
+    pub fn wait_for_log(&self, timeout: Duration, f: impl Fn(&serde_json::Value) -> bool) -> Option<serde_json::Value> {
+        let mut found = None;
+        wait_until(timeout, || {
+            found = self.log_lines().into_iter().find(|l| f(l));
+            found.is_some()
+        });
+        found
     }
 }
 
