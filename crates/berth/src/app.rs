@@ -110,6 +110,9 @@ pub fn validate(args: &ServeArgs) -> anyhow::Result<()> {
             .with_context(|| format!("--self-name {:?}", args.self_name))?;
     }
     parse_sources(&args.sources, self_name(args))?;
+    if args.data.exists() && !args.data.is_dir() {
+        anyhow::bail!("the data directory {} is not a directory", args.data.display());
+    }
     Ok(())
 }
 

@@ -169,13 +169,18 @@ fn a_bad_config_file_fails_naming_the_key_and_line() {
 #[test]
 fn check_config_refuses_what_berth_would_refuse_to_start_with() {
     let dir = tempfile::tempdir().unwrap();
+    let a_file = dir.path().join("berth.toml");
     for (text, expected) in [
-        ("source = [\"ok=a.tar\", \"no-equals-sign\"]\n", "PREFIX=PATH"),
-        ("self-name = \"Not/Valid\"\n", "--self-name"),
-        ("log = \"berth=loud\"\n", "log filter"),
-        ("listen = \"127.0.0.1\"\n", "line 1"),
+        (
+            "source = [\"ok=a.tar\", \"no-equals-sign\"]\n".to_string(),
+            "PREFIX=PATH",
+        ),
+        ("self-name = \"Not/Valid\"\n".to_string(), "--self-name"),
+        ("log = \"berth=loud\"\n".to_string(), "log filter"),
+        ("listen = \"127.0.0.1\"\n".to_string(), "line 1"),
+        (format!("data = {:?}\n", a_file.to_str().unwrap()), "not a directory"),
     ] {
-        let config = write_config(dir.path(), text);
+        let config = write_config(dir.path(), &text);
         let out = berth_cli(["serve", "--check-config", "--config", config.to_str().unwrap()]).fails();
         assert!(out.stderr.contains(expected), "{text}: {}", out.describe());
     }
