@@ -79,7 +79,11 @@ where
         let ids: Vec<_> = s.get_arguments().map(|a| a.get_id().clone()).collect();
         ids.into_iter().fold(s, |s, id| s.mut_arg(id, |a| a.required(false)))
     });
-    let first = lenient.try_get_matches_from(&argv)?;
+    let first = match lenient.try_get_matches_from(&argv) {
+        Ok(m) => m,
+        // The strict parse fails too; its message (or help) is the true one.
+        Err(e) => return Err(cmd.try_get_matches_from(&argv).err().unwrap_or(e).into()),
+    };
     let Some(given) = first.subcommand_matches(sub) else {
         let matches = cmd.try_get_matches_from(&argv)?;
         return Ok(Resolved {

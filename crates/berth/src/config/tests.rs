@@ -441,3 +441,33 @@ fn berth_options_named_like_secrets_are_declared_as_secrets() {
     let wrong: Vec<String> = serve.get_arguments().filter_map(secret::misdeclared).collect();
     assert!(wrong.is_empty(), "{wrong:#?}");
 }
+
+#[derive(Debug, Parser)]
+struct RequiredCli {
+    #[command(subcommand)]
+    command: RequiredCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum RequiredCommand {
+    Serve {
+        #[arg(long, required = true)]
+        realm: String,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[test]
+fn an_option_clap_requires_may_come_from_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("berth.toml");
+    std::fs::write(&path, "realm = \"from-file\"\n").unwrap();
+    let _turn = ENV.lock().unwrap_or_else(|e| e.into_inner());
+    let r = resolve::<RequiredCli, TestSections>(["t", "serve", "--config", path.to_str().unwrap()], "serve").unwrap();
+    let RequiredCommand::Serve { realm, .. } = r.cli.command;
+    assert_eq!(realm, "from-file");
+    let e = resolve::<RequiredCli, TestSections>(["t", "serve"], "serve").unwrap_err();
+    let e = e.downcast::<clap::Error>().expect("clap's own error");
+    assert_eq!(e.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+}
