@@ -95,8 +95,7 @@ pub async fn start(listener: TcpListener, args: &ServeArgs) -> anyhow::Result<Se
             crate::memory::trim();
         });
     }
-    let self_name = (!args.no_self_image).then_some(args.self_name.as_str());
-    for source in open_sources(&args.sources, self_name).await? {
+    for source in open_sources(&args.sources, self_name(args)).await? {
         registry.add_source(source);
     }
     let registry = Arc::new(registry);
@@ -121,11 +120,30 @@ fn describe_storage(args: &ServeArgs) -> String {
     format!("filesystem {} ({sync})", data.display())
 }
 
-/// Opens every `--source PREFIX=PATH`. A malformed argument, or a path that
-/// does not exist or cannot be read, is a configuration error that stops
-/// berth; an archive that exists but is damaged is reported (naming the file
-/// and the problem) and left out, and berth serves everything else.
-async fn open_sources(specs: &[String], self_name: Option<&str>) -> anyhow::Result<Vec<Arc<ArchiveSource>>> {
+/// Checks what `start` would refuse in `args` without starting anything (for
+/// `--check-config`); `start` checks the same as it goes.
+pub fn validate(args: &ServeArgs) -> anyhow::Result<()> {
+    EnvFilter::try_new(&args.log).with_context(|| format!("invalid log filter {:?}", args.log))?;
+    if !args.no_self_image {
+        args.self_name
+            .parse::<RepoName>()
+            .with_context(|| format!("--self-name {:?}", args.self_name))?;
+    }
+    parse_sources(&args.sources, self_name(args))?;
+    if args.data.exists() && !args.data.is_dir() {
+        anyhow::bail!("the data directory {} is not a directory", args.data.display());
+    }
+    Ok(())
+}
+
+/// The repository of the self image, when it is served.
+fn self_name(args: &ServeArgs) -> Option<&str> {
+    (!args.no_self_image).then_some(args.self_name.as_str())
+}
+
+/// Parses every `--source PREFIX=PATH`, refusing malformed ones, prefixes
+/// that overlap each other or the self image, and paths that cannot be read.
+fn parse_sources(specs: &[String], self_name: Option<&str>) -> anyhow::Result<Vec<(RepoName, std::path::PathBuf)>> {
     let mut parsed: Vec<(RepoName, std::path::PathBuf)> = Vec::new();
     for spec in specs {
         let (prefix, path) = spec
@@ -159,6 +177,15 @@ async fn open_sources(specs: &[String], self_name: Option<&str>) -> anyhow::Resu
         }
         parsed.push((prefix, path));
     }
+    Ok(parsed)
+}
+
+/// Opens every `--source PREFIX=PATH`. A malformed argument, or a path that
+/// does not exist or cannot be read, is a configuration error that stops
+/// berth; an archive that exists but is damaged is reported (naming the file
+/// and the problem) and left out, and berth serves everything else.
+async fn open_sources(specs: &[String], self_name: Option<&str>) -> anyhow::Result<Vec<Arc<ArchiveSource>>> {
+    let parsed = parse_sources(specs, self_name)?;
     let mut opened = Vec::new();
     for (prefix, path) in parsed {
         // Reads tar headers and JSON documents only: quick even for big archives.

@@ -1,5 +1,7 @@
 //! Command-line interface. Every option of `serve` can also be set from the
-//! environment (`BERTH_*`), which is how containers are usually configured.
+//! environment (`BERTH_*`), which is how containers are usually configured, and
+//! in a config file (`--config`, see [`crate::config`]): an option added here
+//! works in the file without more code, under its long name.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
@@ -123,6 +125,22 @@ pub struct ServeArgs {
     /// PREFIX/alpine:3.19; a bare tag (`latest`) names PREFIX itself.
     #[arg(long = "source", value_name = "PREFIX=PATH")]
     pub sources: Vec<String>,
+
+    /// Read options from this TOML file. Its keys are the long options of
+    /// `berth serve` (`listen = "0.0.0.0:5000"`, `source = ["a=a.tar"]`);
+    /// flags and BERTH_* variables override it. See examples/berth.toml.
+    #[arg(long, env = "BERTH_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Check the configuration (file, environment and flags), print the
+    /// effective options with secrets redacted, and exit: 0 if berth would
+    /// start with it.
+    #[arg(long)]
+    pub check_config: bool,
+
+    /// The config file's `[sections]`: structured settings that have no flag.
+    #[arg(skip)]
+    pub sections: crate::config::Sections,
 }
 
 #[derive(Debug, Args)]

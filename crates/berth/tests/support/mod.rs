@@ -122,11 +122,21 @@ impl BerthProcess {
     /// Runs `berth serve --listen 127.0.0.1:0 --log-format json <extra>` and
     /// waits for the line that reports the bound address.
     pub fn spawn(data: &Path, extra: &[&str]) -> BerthProcess {
+        let mut args: Vec<std::ffi::OsString> = ["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--data"]
+            .iter()
+            .map(Into::into)
+            .collect();
+        args.push(data.into());
+        args.extend(extra.iter().map(Into::into));
+        Self::spawn_args(&args)
+    }
+
+    /// Runs `berth <args>` as they are (which must make berth log JSON and
+    /// listen on 127.0.0.1) and waits for the line that reports the bound address.
+    pub fn spawn_args<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> BerthProcess {
         use std::io::{BufRead, BufReader};
         let mut child = std::process::Command::new(berth_exe())
-            .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--data"])
-            .arg(data)
-            .args(extra)
+            .args(args)
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
@@ -186,6 +196,24 @@ impl Drop for BerthProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `berth <args>` as a [`tools::Tool`], to run to completion (`--check-config`,
+/// a start that must fail).
+pub fn berth_cli<I: IntoIterator<Item = S>, S: AsRef<str>>(args: I) -> tools::Tool {
+    tools::tool(berth_exe().to_str().expect("a UTF-8 path")).args(args)
+}
+
+/// Writes a config file `berth.toml` holding `text` into `dir`.
+pub fn write_config(dir: &Path, text: &str) -> PathBuf {
+    let path = dir.join("berth.toml");
+    std::fs::write(&path, text).expect("writing the config file");
+    path
+}
+
+/// The repository's `examples/` directory.
+pub fn examples_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
 }
 
 /// Polls `f` until it returns true or `timeout` passes.
