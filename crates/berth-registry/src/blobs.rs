@@ -49,7 +49,9 @@ impl Registry {
             }
             return Ok(content);
         }
-        if !self.blob_linked(name, digest).await? {
+        // Being deleted by the garbage collector: unknown already, so that a
+        // pusher checking for it uploads it again.
+        if self.gate.is_deleting(digest) || !self.blob_linked(name, digest).await? {
             return Err(RegistryError::BlobUnknown(digest.clone()));
         }
         let key = layout::blob_data(digest);
@@ -85,6 +87,7 @@ impl Registry {
     /// caller may read the source is the caller's decision, made before this.
     pub async fn mount_blob(&self, name: &RepoName, from: Option<&RepoName>, digest: &Digest) -> Result<bool> {
         self.ensure_writable(name)?;
+        let _pin = self.gate.pin(digest).await;
         if let Some(from) = from {
             if self.source_for(from).is_some() || !self.blob_linked(from, digest).await? {
                 return Ok(false);

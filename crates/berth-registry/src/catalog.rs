@@ -29,7 +29,7 @@ impl Registry {
     /// Walks `repositories/` and returns every repository directory that
     /// holds the internal directory `marker` (`_manifests`, `_uploads`, ...).
     /// Directories starting with `_` are repository internals, never names.
-    async fn repositories_with(&self, marker: &str) -> Result<Vec<RepoName>> {
+    pub(crate) async fn repositories_with(&self, marker: &str) -> Result<Vec<RepoName>> {
         let root = layout::repositories_root();
         let mut found = Vec::new();
         let mut pending = vec![String::new()];
@@ -56,7 +56,7 @@ impl Registry {
         Ok(found)
     }
 
-    async fn stored_repositories(&self) -> Result<Vec<RepoName>> {
+    pub(crate) async fn stored_repositories(&self) -> Result<Vec<RepoName>> {
         self.repositories_with("_manifests").await
     }
 

@@ -10,6 +10,7 @@
 mod blobs;
 mod catalog;
 mod error;
+pub mod gc;
 mod manifests;
 pub mod source;
 pub mod sources;
@@ -17,6 +18,7 @@ mod uploads;
 
 pub use blobs::BlobContent;
 pub use error::{RegistryError, Result};
+pub use gc::{GcOptions, GcReport};
 pub use manifests::{ManifestContent, PutManifest};
 pub use source::ImageSource;
 pub use uploads::UploadStatus;
@@ -55,6 +57,10 @@ pub struct Registry {
     uploads: uploads::UploadTable,
     manifest_cache: manifests::ManifestCache,
     config: RegistryConfig,
+    /// Where pushes and the garbage collector agree on what may be deleted.
+    gate: gc::gate::ReferenceGate,
+    /// Held by the running garbage collection pass.
+    gc_running: tokio::sync::Mutex<()>,
 }
 
 impl Registry {
@@ -65,6 +71,8 @@ impl Registry {
             uploads: uploads::UploadTable::default(),
             manifest_cache: manifests::ManifestCache::default(),
             config,
+            gate: gc::gate::ReferenceGate::default(),
+            gc_running: tokio::sync::Mutex::new(()),
         }
     }
 

@@ -70,7 +70,7 @@ impl Registry {
     }
 
     /// The digest a tag points at, if the tag exists.
-    async fn resolve_tag(&self, name: &RepoName, tag: &Tag) -> Result<Option<Digest>> {
+    pub(crate) async fn resolve_tag(&self, name: &RepoName, tag: &Tag) -> Result<Option<Digest>> {
         match self.backend.get(&layout::tag_current_link(name, tag)).await {
             Ok(bytes) => Ok(parse_link(&bytes)),
             Err(e) if e.is_not_found() => Ok(None),
@@ -78,7 +78,7 @@ impl Registry {
         }
     }
 
-    async fn read_manifest_blob(&self, digest: &Digest) -> Result<Option<ManifestContent>> {
+    pub(crate) async fn read_manifest_blob(&self, digest: &Digest) -> Result<Option<ManifestContent>> {
         if let Some(hit) = self.manifest_cache.get(digest) {
             return Ok(Some(hit));
         }
@@ -144,6 +144,16 @@ impl Registry {
             }
             Reference::Tag(_) => Digest::sha256_of(&bytes),
         };
+
+        // Everything this manifest references, and its own bytes, stay while
+        // it is checked and stored: the garbage collector waits, or has
+        // finished deleting and the checks below find the blobs gone.
+        let referenced = manifest
+            .required_blobs()
+            .chain(manifest.manifests.iter())
+            .map(|d| &d.digest)
+            .chain([&digest]);
+        let _pins = self.gate.pin_all(referenced).await;
 
         // The link and the bytes: a link can outlive its blob (garbage
         // collection, or a push interrupted between linking and storing, which

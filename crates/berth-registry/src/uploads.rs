@@ -290,6 +290,8 @@ impl Registry {
         self.ensure_writable(name)?;
         let mut s = self.lock_session(name, id).await?;
         self.recover(name, id, &mut s).await?;
+        // From the link to the stored bytes, the garbage collector keeps its hands off.
+        let _pin = self.gate.pin(digest).await;
         // Always append, even nothing: it creates the data of an empty blob.
         self.append_locked(name, id, &mut s, start, body.unwrap_or_else(empty_stream), Some(digest))
             .await?;
@@ -362,6 +364,8 @@ impl Registry {
     /// Stores a whole blob in one request (POST ?digest= or an upload of one PUT).
     pub async fn put_blob(&self, name: &RepoName, digest: &Digest, body: ByteStream) -> Result<()> {
         self.ensure_writable(name)?;
+        // From the link to the stored bytes, the garbage collector keeps its hands off.
+        let _pin = self.gate.pin(digest).await;
         let id = uuid::Uuid::new_v4().to_string();
         let staged = layout::upload_data(name, &id);
         // Registered so that a purge running meanwhile leaves this (start-time-less) upload alone.

@@ -58,6 +58,17 @@ pub fn blob_data(digest: &Digest) -> String {
     format!("{ROOT}/blobs/{}/{}/{hex}/data", digest.algorithm(), &hex[..2])
 }
 
+/// The blob store: `<alg>/<hex[0..2]>/<hex>/data` below it.
+pub fn blobs_root() -> String {
+    format!("{ROOT}/blobs")
+}
+
+/// The directory of one blob (its `data` and nothing else).
+pub fn blob_dir(digest: &Digest) -> String {
+    let hex = digest.hex();
+    format!("{ROOT}/blobs/{}/{}/{hex}", digest.algorithm(), &hex[..2])
+}
+
 pub fn repositories_root() -> String {
     format!("{ROOT}/repositories")
 }
@@ -77,6 +88,16 @@ pub fn layer_link(name: &RepoName, digest: &Digest) -> String {
         digest.algorithm(),
         digest.hex()
     )
+}
+
+/// `<alg>/<hex>/link` below it: the blobs pushed or mounted into `name`.
+pub fn layers_dir(name: &RepoName) -> String {
+    format!("{ROOT}/repositories/{name}/_layers")
+}
+
+/// `<alg>/<hex>/link` below it: the manifests stored in `name`.
+pub fn revisions_dir(name: &RepoName) -> String {
+    format!("{ROOT}/repositories/{name}/_manifests/revisions")
 }
 
 pub fn manifests_dir(name: &RepoName) -> String {
@@ -174,6 +195,10 @@ mod tests {
         let r = "docker/registry/v2/repositories/team/app";
         assert_eq!(blob_data(&d), format!("docker/registry/v2/blobs/sha256/e3/{h}/data"));
         assert_eq!(repository(&n), r);
+        assert_eq!(blobs_root(), "docker/registry/v2/blobs");
+        assert_eq!(blob_dir(&d), format!("docker/registry/v2/blobs/sha256/e3/{h}"));
+        assert_eq!(layers_dir(&n), format!("{r}/_layers"));
+        assert_eq!(revisions_dir(&n), format!("{r}/_manifests/revisions"));
         assert_eq!(layer_link(&n, &d), format!("{r}/_layers/sha256/{h}/link"));
         assert_eq!(
             manifest_revision_link(&n, &d),

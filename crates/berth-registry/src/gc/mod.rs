@@ -1,0 +1,429 @@
+//! Garbage collection while the registry serves: mark everything that must
+//! stay, then delete what nothing marks, one digest at a time through the
+//! [`gate::ReferenceGate`], so that a push running meanwhile never loses a
+//! blob it was acknowledged for.
+//!
+//! A pass:
+//! 1. **Mark.** Walk every repository: its tags, manifest revisions, layer
+//!    links and referrers. The manifests that stay are every revision (by
+//!    default), or with `delete_untagged_after` the tagged ones, the younger
+//!    untagged ones, the children of kept indexes and the referrers of kept
+//!    subjects. Every blob a kept manifest names (config, layers, children)
+//!    is marked, globally: blobs are shared between repositories.
+//! 2. **Sweep.** A blob is deleted when nothing marks it, its bytes and every
+//!    link to it are older than the grace period, and the gate lets the
+//!    collector claim it (nothing pins it, nothing touched it since the pass
+//!    began). Its links go first, then its bytes. A layer link nothing in its
+//!    repository references is removed the same way, leaving the blob to
+//!    the repositories that use it. Untagged manifests past their age lose
+//!    their revision link. Stale uploads are purged.
+//!
+//! The safety argument is in ARCHITECTURE.md ("Garbage collection").
+
+pub(crate) mod gate;
+
+use crate::{Registry, RegistryError, Result};
+use berth_spec::{Digest, Manifest, ManifestKind, RepoName, Tag};
+use berth_storage::layout;
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant, SystemTime};
+
+/// What one pass does.
+#[derive(Debug, Clone)]
+pub struct GcOptions {
+    /// Blobs and links younger than this are never deleted: layers are pushed
+    /// before the manifest that references them. At least the upload session
+    /// lifetime in production.
+    pub grace: Duration,
+    /// Remove untagged manifests (that no kept index or subject needs) once
+    /// their revision is older than this. `None` keeps them all.
+    pub delete_untagged_after: Option<Duration>,
+    /// Report what would be deleted, delete nothing.
+    pub dry_run: bool,
+}
+
+/// What a pass deleted (or, dry, would delete).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct GcReport {
+    pub dry_run: bool,
+    pub repositories: usize,
+    pub blobs_marked: usize,
+    pub blobs_deleted: usize,
+    pub bytes_freed: u64,
+    pub layer_links_deleted: usize,
+    pub manifests_deleted: usize,
+    pub uploads_purged: usize,
+    /// Candidates left alone because a push was referencing them.
+    pub spared_in_use: usize,
+    pub duration_ms: u64,
+}
+
+/// What the mark found in one repository.
+#[derive(Default)]
+struct RepoScan {
+    tags: Vec<Digest>,
+    /// Manifest revisions with the time their link was written.
+    revisions: Vec<(Digest, Option<SystemTime>)>,
+    /// Layer links with the time they were written.
+    layers: Vec<(Digest, Option<SystemTime>)>,
+}
+
+/// The references of one manifest, as far as the collector cares.
+#[derive(Clone, Default)]
+struct Refs {
+    /// Config and layers: blobs that must stay.
+    blobs: Vec<Digest>,
+    /// Children of an index: manifests that must stay.
+    children: Vec<Digest>,
+    subject: Option<Digest>,
+}
+
+impl Registry {
+    /// Runs one garbage collection pass. Passes do not overlap: a second
+    /// caller waits for the running one.
+    pub async fn collect_garbage(&self, opts: &GcOptions) -> Result<GcReport> {
+        let _one_at_a_time = self.gc_running.lock().await;
+        let started = Instant::now();
+        let now = SystemTime::now();
+        let mut report = GcReport {
+            dry_run: opts.dry_run,
+            ..GcReport::default()
+        };
+        let old_enough = |t: Option<SystemTime>, age: Duration| match t {
+            // A time in the future (clock steps) or unknown is "young": keep.
+            Some(t) => now.duration_since(t).is_ok_and(|a| a >= age),
+            None => false,
+        };
+
+        // 1. Mark. Every repository directory with manifests or layer links
+        // (a push whose manifest never came has only the latter).
+        let mut repos = self.repositories_with("_manifests").await?;
+        repos.extend(self.repositories_with("_layers").await?);
+        repos.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        repos.dedup();
+        report.repositories = repos.len();
+        let mut scans: Vec<(RepoName, RepoScan)> = Vec::with_capacity(repos.len());
+        for name in repos {
+            let scan = self.scan_repository(&name).await?;
+            scans.push((name, scan));
+        }
+        let mut refs_cache: HashMap<Digest, Option<Refs>> = HashMap::new();
+        let mut marked: HashSet<Digest> = HashSet::new();
+        // Per repository: digests its kept manifests name (its layer links stay).
+        let mut used_in_repo: Vec<HashSet<Digest>> = Vec::with_capacity(scans.len());
+        let mut untagged_to_delete: Vec<(usize, Digest)> = Vec::new();
+        for (i, (_, scan)) in scans.iter().enumerate() {
+            let kept = self
+                .kept_manifests(scan, opts, &mut refs_cache, &old_enough)
+                .await?;
+            let mut used = HashSet::new();
+            for m in &kept {
+                used.insert(m.clone());
+                marked.insert(m.clone());
+                if let Some(Some(refs)) = refs_cache.get(m) {
+                    for b in refs.blobs.iter().chain(&refs.children) {
+                        used.insert(b.clone());
+                        marked.insert(b.clone());
+                    }
+                }
+            }
+            for (d, _) in &scan.revisions {
+                if !kept.contains(d) {
+                    untagged_to_delete.push((i, d.clone()));
+                }
+            }
+            used_in_repo.push(used);
+        }
+        report.blobs_marked = marked.len();
+
+        // The youngest link of every digest, and which repositories link it.
+        let mut newest_link: HashMap<&Digest, Option<SystemTime>> = HashMap::new();
+        let mut linked_from: HashMap<&Digest, Vec<usize>> = HashMap::new();
+        for (i, (_, scan)) in scans.iter().enumerate() {
+            for (d, t) in scan.layers.iter().chain(&scan.revisions) {
+                let e = newest_link.entry(d).or_insert(*t);
+                *e = match (*e, *t) {
+                    (Some(a), Some(b)) => Some(a.max(b)),
+                    _ => None,
+                };
+            }
+            for (d, _) in &scan.layers {
+                linked_from.entry(d).or_default().push(i);
+            }
+        }
+
+        // 2. Sweep. Untagged manifests first, so their blobs are free below.
+        for (i, digest) in &untagged_to_delete {
+            let name = &scans[*i].0;
+            if opts.dry_run {
+                report.manifests_deleted += 1;
+                continue;
+            }
+            if self.gate.claim(digest, started, opts.grace).is_err() {
+                report.spared_in_use += 1;
+                continue;
+            }
+            let deleted = self.delete_revision(name, digest, &mut refs_cache).await;
+            self.gate.release(digest);
+            deleted?;
+            report.manifests_deleted += 1;
+        }
+
+        for (digest, size, modified) in self.stored_blobs().await? {
+            if marked.contains(&digest) {
+                continue;
+            }
+            let link_age_ok = newest_link.get(&digest).is_none_or(|t| old_enough(*t, opts.grace));
+            if !old_enough(modified, opts.grace) || !link_age_ok {
+                continue;
+            }
+            if opts.dry_run {
+                report.blobs_deleted += 1;
+                report.bytes_freed += size;
+                report.layer_links_deleted += linked_from.get(&digest).map_or(0, Vec::len);
+                continue;
+            }
+            if self.gate.claim_for_deletion(&digest, started, opts.grace).is_err() {
+                report.spared_in_use += 1;
+                continue;
+            }
+            // Links first: a link without bytes reads as an unknown blob, bytes
+            // without a link are garbage for the next pass; never a link to nothing
+            // that a manifest could be accepted on (the manifest PUT checks bytes).
+            let mut result = Ok(());
+            for i in linked_from.get(&digest).into_iter().flatten() {
+                result = result.and(self.backend.delete(&layout::layer_link(&scans[*i].0, &digest)).await);
+                report.layer_links_deleted += 1;
+            }
+            if result.is_ok() {
+                result = self.backend.delete_prefix(&layout::blob_dir(&digest)).await;
+            }
+            self.gate.release(&digest);
+            result?;
+            report.blobs_deleted += 1;
+            report.bytes_freed += size;
+        }
+
+        // Layer links of blobs that live on elsewhere but that nothing in this
+        // repository references any more (layers of a push never finished,
+        // manifests deleted).
+        for (i, (name, scan)) in scans.iter().enumerate() {
+            for (digest, t) in &scan.layers {
+                if used_in_repo[i].contains(digest) || !marked.contains(digest) || !old_enough(*t, opts.grace) {
+                    continue;
+                }
+                if opts.dry_run {
+                    report.layer_links_deleted += 1;
+                    continue;
+                }
+                if self.gate.claim(digest, started, opts.grace).is_err() {
+                    report.spared_in_use += 1;
+                    continue;
+                }
+                let deleted = self.backend.delete(&layout::layer_link(name, digest)).await;
+                self.gate.release(digest);
+                deleted?;
+                report.layer_links_deleted += 1;
+            }
+        }
+
+        if !opts.dry_run {
+            report.uploads_purged = self.purge_stale_uploads().await?;
+        }
+        self.gate.forget_older_than(opts.grace);
+        report.duration_ms = started.elapsed().as_millis() as u64;
+        Ok(report)
+    }
+
+    async fn scan_repository(&self, name: &RepoName) -> Result<RepoScan> {
+        let mut scan = RepoScan::default();
+        for tag in self.backend.list(&layout::tags_dir(name)).await? {
+            let Ok(tag) = tag.parse::<Tag>() else { continue };
+            if let Some(d) = self.resolve_tag(name, &tag).await? {
+                scan.tags.push(d);
+            }
+        }
+        for d in self.list_digest_dirs(&layout::revisions_dir(name)).await? {
+            let t = self.link_time(&layout::manifest_revision_link(name, &d)).await?;
+            if let Some(t) = t {
+                scan.revisions.push((d, t));
+            }
+        }
+        for d in self.list_digest_dirs(&layout::layers_dir(name)).await? {
+            let t = self.link_time(&layout::layer_link(name, &d)).await?;
+            if let Some(t) = t {
+                scan.layers.push((d, t));
+            }
+        }
+        Ok(scan)
+    }
+
+    /// `Some(modified)` when the link exists (`modified` may be unknown).
+    async fn link_time(&self, key: &str) -> Result<Option<Option<SystemTime>>> {
+        match self.backend.head(key).await {
+            Ok(meta) => Ok(Some(meta.modified)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The digests of a `<alg>/<hex>/...` tree.
+    async fn list_digest_dirs(&self, dir: &str) -> Result<Vec<Digest>> {
+        let mut out = Vec::new();
+        for alg in self.backend.list(dir).await? {
+            for hex in self.backend.list(&format!("{dir}/{alg}")).await? {
+                if let Ok(d) = format!("{alg}:{hex}").parse::<Digest>() {
+                    out.push(d);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every blob in the blob store, with its size and modification time.
+    async fn stored_blobs(&self) -> Result<Vec<(Digest, u64, Option<SystemTime>)>> {
+        let root = layout::blobs_root();
+        let mut out = Vec::new();
+        for alg in self.backend.list(&root).await? {
+            for prefix in self.backend.list(&format!("{root}/{alg}")).await? {
+                for hex in self.backend.list(&format!("{root}/{alg}/{prefix}")).await? {
+                    let Ok(d) = format!("{alg}:{hex}").parse::<Digest>() else {
+                        continue;
+                    };
+                    match self.backend.head(&layout::blob_data(&d)).await {
+                        Ok(meta) => out.push((d, meta.size, meta.modified)),
+                        // A directory without data: an interrupted delete; the
+                        // empty directory costs nothing.
+                        Err(e) if e.is_not_found() => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// What a stored manifest references, read once per pass. `None` for a
+    /// manifest whose bytes are gone.
+    async fn manifest_refs(&self, digest: &Digest, cache: &mut HashMap<Digest, Option<Refs>>) -> Result<Option<Refs>> {
+        if let Some(hit) = cache.get(digest) {
+            return Ok(hit.clone());
+        }
+        let refs = match self.read_manifest_blob(digest).await? {
+            None => None,
+            Some(content) => Some(match Manifest::parse(&content.bytes, Some(&content.media_type)) {
+                Ok(m) => Refs {
+                    blobs: m.required_blobs().map(|d| d.digest.clone()).collect(),
+                    children: match m.kind {
+                        ManifestKind::Index => m.manifests.iter().map(|d| d.digest.clone()).collect(),
+                        _ => Vec::new(),
+                    },
+                    subject: m.subject.map(|s| s.digest),
+                },
+                // A manifest berth cannot parse (docker schema 1, from a
+                // distribution directory): keep every digest it mentions.
+                Err(_) => Refs {
+                    blobs: digests_mentioned(&content.bytes),
+                    ..Refs::default()
+                },
+            }),
+        };
+        cache.insert(digest.clone(), refs.clone());
+        Ok(refs)
+    }
+
+    /// The manifests of a repository that stay.
+    async fn kept_manifests(
+        &self,
+        scan: &RepoScan,
+        opts: &GcOptions,
+        cache: &mut HashMap<Digest, Option<Refs>>,
+        old_enough: impl Fn(Option<SystemTime>, Duration) -> bool,
+    ) -> Result<HashSet<Digest>> {
+        let stored: HashSet<&Digest> = scan.revisions.iter().map(|(d, _)| d).collect();
+        let Some(max_age) = opts.delete_untagged_after else {
+            // Default: every manifest stays; still read them for their blobs.
+            for d in &stored {
+                self.manifest_refs(d, cache).await?;
+            }
+            return Ok(stored.into_iter().cloned().collect());
+        };
+        let mut kept: HashSet<Digest> = scan.tags.iter().filter(|d| stored.contains(d)).cloned().collect();
+        for (d, t) in &scan.revisions {
+            if !old_enough(*t, max_age) || !old_enough(*t, opts.grace) {
+                kept.insert(d.clone());
+            }
+        }
+        // Children of kept indexes, and referrers of kept subjects, until nothing changes.
+        loop {
+            let mut added = Vec::new();
+            for d in &stored {
+                let refs = self.manifest_refs(d, cache).await?;
+                if kept.contains(*d) {
+                    if let Some(r) = &refs {
+                        added.extend(r.children.iter().filter(|c| !kept.contains(*c)).cloned());
+                    }
+                } else if let Some(Refs { subject: Some(s), .. }) = &refs {
+                    if kept.contains(s) {
+                        added.push((*d).clone());
+                    }
+                }
+            }
+            if added.is_empty() {
+                break;
+            }
+            kept.extend(added);
+        }
+        Ok(kept)
+    }
+
+    /// Removes an untagged manifest from a repository: its revision link and
+    /// its entry in its subject's referrers.
+    async fn delete_revision(
+        &self,
+        name: &RepoName,
+        digest: &Digest,
+        cache: &mut HashMap<Digest, Option<Refs>>,
+    ) -> Result<()> {
+        if let Some(Refs { subject: Some(s), .. }) = self.manifest_refs(digest, cache).await? {
+            self.backend.delete(&layout::referrer_entry(name, &s, digest)).await?;
+        }
+        self.backend
+            .delete(&layout::manifest_revision_link(name, digest))
+            .await
+            .map_err(RegistryError::from)
+    }
+}
+
+/// Every `sha256:<hex>` / `sha512:<hex>` string in a document.
+fn digests_mentioned(bytes: &[u8]) -> Vec<Digest> {
+    let text = String::from_utf8_lossy(bytes);
+    let mut out = Vec::new();
+    for (alg, len) in [("sha256:", 64), ("sha512:", 128)] {
+        let mut rest = text.as_ref();
+        while let Some(i) = rest.find(alg) {
+            let candidate = rest[i..].get(..alg.len() + len).unwrap_or("");
+            if let Ok(d) = candidate.parse::<Digest>() {
+                out.push(d);
+            }
+            rest = &rest[i + alg.len()..];
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn digests_are_found_in_documents_berth_cannot_parse() {
+        let h = "ab".repeat(32);
+        let doc =
+            format!(r#"{{"schemaVersion":1,"fsLayers":[{{"blobSum":"sha256:{h}"}},{{"blobSum":"sha256:short"}}]}}"#);
+        let found = super::digests_mentioned(doc.as_bytes());
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].hex(), h);
+    }
+}
+
+#[cfg(test)]
+mod registry_tests;
