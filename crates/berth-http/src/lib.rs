@@ -5,6 +5,7 @@
 //! [`error::ApiError`] is the only place where errors become status codes.
 
 mod access_log;
+mod admin;
 mod blobs;
 mod body;
 pub mod error;
@@ -115,6 +116,11 @@ async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
 async fn handle(state: &AppState, req: Request) -> Result<Response, ApiError> {
     let (req, body) = req.into_parts();
     let path = req.uri.path().to_owned();
+    if path.starts_with("/berth/") {
+        if let Some(answer) = admin::handle(&state.registry, &path, &req.method).await {
+            return answer;
+        }
+    }
     let route = route::parse(&path).ok_or_else(ApiError::not_found_route)?;
     let reg = &state.registry;
     let method = req.method.clone();

@@ -39,6 +39,9 @@ pub struct RegistryConfig {
     /// Whether manifests, tags and blobs may be deleted. Off, every delete is
     /// refused as unsupported (what distribution does by default).
     pub deletes: bool,
+    /// Garbage collection's grace period and untagged-manifest policy (see [`GcOptions`]).
+    pub gc_grace: Duration,
+    pub delete_untagged_after: Option<Duration>,
 }
 
 impl Default for RegistryConfig {
@@ -47,6 +50,8 @@ impl Default for RegistryConfig {
             upload_max_age: Duration::from_secs(24 * 3600),
             allow_sparse_manifests: false,
             deletes: true,
+            gc_grace: Duration::from_secs(24 * 3600),
+            delete_untagged_after: None,
         }
     }
 }
@@ -87,6 +92,15 @@ impl Registry {
 
     pub fn config(&self) -> &RegistryConfig {
         &self.config
+    }
+
+    /// A garbage collection pass as configured.
+    pub fn gc_options(&self, dry_run: bool) -> GcOptions {
+        GcOptions {
+            grace: self.config.gc_grace,
+            delete_untagged_after: self.config.delete_untagged_after,
+            dry_run,
+        }
     }
 
     /// The read-only source that owns `name`, if any.

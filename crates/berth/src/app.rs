@@ -50,6 +50,8 @@ pub struct Server {
     registry: Arc<Registry>,
     addr: SocketAddr,
     purge_interval: Duration,
+    /// How often to collect garbage; `None` when scheduled passes are off.
+    gc_interval: Option<Duration>,
     /// What the startup line says about storage.
     storage: String,
     /// Held while the server runs: one server per data directory.
@@ -78,6 +80,8 @@ pub async fn start(listener: TcpListener, args: &ServeArgs) -> anyhow::Result<Se
         upload_max_age: Duration::from_secs(args.upload_max_age_secs),
         allow_sparse_manifests: args.allow_sparse_manifests,
         deletes: args.deletes == Switch::On,
+        gc_grace: args.gc_grace.0,
+        delete_untagged_after: args.delete_untagged_after.map(|s| s.0),
     };
     let mut registry = Registry::new(backend.clone(), config);
     if !args.no_self_image {
@@ -105,6 +109,7 @@ pub async fn start(listener: TcpListener, args: &ServeArgs) -> anyhow::Result<Se
         registry,
         addr,
         purge_interval: Duration::from_secs(args.upload_purge_interval_secs.max(1)),
+        gc_interval: (!args.gc_interval.0.is_zero()).then_some(args.gc_interval.0),
         storage: describe_storage(args),
         _lock: lock,
     })
@@ -231,9 +236,13 @@ impl Server {
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         tracing::info!(addr = %self.addr, storage = %self.storage, "berth is serving");
         let purge = spawn_upload_purge(self.registry.clone(), self.purge_interval);
+        let gc = self.gc_interval.map(|every| spawn_gc(self.registry.clone(), every));
         let trim = crate::memory::spawn_trim(MEMORY_TRIM_INTERVAL);
         let result = berth_http::serve(self.listener, self.registry, shutdown).await;
         purge.abort();
+        if let Some(gc) = gc {
+            gc.abort();
+        }
         trim.abort();
         tracing::info!("berth stopped");
         Ok(result?)
@@ -252,6 +261,22 @@ fn spawn_upload_purge(registry: Arc<Registry>, every: Duration) -> tokio::task::
                 Ok(0) => {}
                 Ok(n) => tracing::info!(removed = n, "removed stale uploads"),
                 Err(e) => tracing::warn!(error = %e, "purging stale uploads failed"),
+            }
+        }
+    })
+}
+
+/// Scheduled garbage collection: the first pass one interval after start
+/// (a restart loop must not turn into a collection loop).
+fn spawn_gc(registry: Arc<Registry>, every: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match registry.collect_garbage(&registry.gc_options(false)).await {
+                Ok(r) => crate::gc::log_report(&r),
+                Err(e) => tracing::warn!(error = %e, "garbage collection pass failed"),
             }
         }
     })

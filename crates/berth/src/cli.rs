@@ -23,6 +23,12 @@ pub enum Command {
     /// The archive is an OCI image layout directory, an OCI layout tar, or a
     /// `docker save` tarball.
     Import(ImportArgs),
+    /// Run one garbage collection pass on a data directory no server holds,
+    /// and report what was (or, with --dry-run, would be) freed.
+    ///
+    /// A running `berth serve` collects garbage itself (--gc-interval); to run
+    /// a pass there now, POST /berth/v1/gc (GET gives a dry-run report).
+    Gc(GcArgs),
     /// Write images from berth's storage to an OCI layout tar archive.
     ///
     /// Every platform of a multi-platform image is included. skopeo, `docker
@@ -97,6 +103,23 @@ pub struct ServeArgs {
     #[arg(long, env = "BERTH_UPLOAD_PURGE_INTERVAL", default_value_t = 3600)]
     pub upload_purge_interval_secs: u64,
 
+    /// How often the server runs a garbage collection pass (`90s`, `30m`,
+    /// `12h`, `7d`, or seconds); `0` turns scheduled passes off.
+    #[arg(long, env = "BERTH_GC_INTERVAL", default_value = "24h", value_parser = parse_span)]
+    pub gc_interval: Span,
+
+    /// Garbage collection never deletes a blob or link younger than this:
+    /// layers are pushed before the manifest that references them. Keep it at
+    /// least as long as an upload may take.
+    #[arg(long, env = "BERTH_GC_GRACE", default_value = "24h", value_parser = parse_span)]
+    pub gc_grace: Span,
+
+    /// Garbage collection also removes untagged manifests older than this
+    /// (never the children of a kept index, nor referrers of a kept subject).
+    /// Unset, untagged manifests are kept.
+    #[arg(long, env = "BERTH_DELETE_UNTAGGED_AFTER", value_parser = parse_span)]
+    pub delete_untagged_after: Option<Span>,
+
     /// Repository under which berth serves its own image (NAME:latest and
     /// NAME:<version>), read-only. `docker run` it to get another berth.
     #[arg(long, env = "BERTH_SELF_NAME", default_value = "berth")]
@@ -157,6 +180,86 @@ pub struct ImportArgs {
     /// Data directory of the berth to import into.
     #[arg(long, env = "BERTH_DATA", default_value = "./data")]
     pub data: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    /// Data directory to collect garbage in (no server may be serving it).
+    #[arg(long, env = "BERTH_DATA", default_value = "./data")]
+    pub data: PathBuf,
+
+    /// Report what would be freed; delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Never delete a blob or link younger than this.
+    #[arg(long, default_value = "24h", value_parser = parse_span)]
+    pub grace: Span,
+
+    /// Also remove untagged manifests older than this.
+    #[arg(long, value_parser = parse_span)]
+    pub delete_untagged_after: Option<Span>,
+
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A span of time: `90s`, `30m`, `12h`, `7d`, or a number of seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span(pub std::time::Duration);
+
+impl std::fmt::Display for Span {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secs = self.0.as_secs();
+        for (unit, len) in [("d", 86400), ("h", 3600), ("m", 60)] {
+            if secs > 0 && secs.is_multiple_of(len) {
+                return write!(f, "{}{unit}", secs / len);
+            }
+        }
+        write!(f, "{secs}s")
+    }
+}
+
+pub fn parse_span(s: &str) -> Result<Span, String> {
+    let s = s.trim();
+    let (number, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{s:?} is not a span of time like 90s, 30m, 12h or 7d"))?;
+    let unit_secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => return Err(format!("{s:?}: the unit must be s, m, h or d")),
+    };
+    n.checked_mul(unit_secs)
+        .map(|secs| Span(std::time::Duration::from_secs(secs)))
+        .ok_or_else(|| format!("{s:?} is too long"))
+}
+
+#[cfg(test)]
+mod span_tests {
+    use super::*;
+
+    #[test]
+    fn spans_parse_and_print() {
+        assert_eq!(parse_span("90").unwrap().0.as_secs(), 90);
+        assert_eq!(parse_span("90s").unwrap().0.as_secs(), 90);
+        assert_eq!(parse_span("30m").unwrap().0.as_secs(), 1800);
+        assert_eq!(parse_span("7d").unwrap().0.as_secs(), 7 * 86400);
+        assert_eq!(parse_span("0").unwrap().0.as_secs(), 0);
+        for bad in ["", "d", "7w", "-1h", "1.5h", "99999999999999999999d"] {
+            assert!(parse_span(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_span("24h").unwrap().to_string(), "1d");
+        assert_eq!(parse_span("90").unwrap().to_string(), "90s");
+        assert_eq!(parse_span("0").unwrap().to_string(), "0s");
+    }
 }
 
 #[derive(Debug, Args)]

@@ -6,6 +6,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod export;
+pub mod gc;
 pub mod import;
 pub mod memory;
 mod progress;

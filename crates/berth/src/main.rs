@@ -18,6 +18,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => berth::app::run(args),
         Command::Import(args) => berth::import::run(args),
         Command::Export(args) => berth::export::run(args),
+        Command::Gc(args) => berth::gc::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -208,16 +208,66 @@ fn berth_serves_a_distribution_directory() {
     fixture.check(&dist.host, &format!("http://{}", dist.host));
     dist.stop();
 
-    let server = berth(&["--data", &data.path().display().to_string()]);
+    // berth collects garbage in it with its harshest settings (no grace,
+    // untagged manifests at once): nothing distribution's images need goes,
+    // and distribution still serves what is left.
+    let server = berth(&[
+        "--data",
+        &data.path().display().to_string(),
+        "--gc-grace",
+        "0",
+        "--delete-untagged-after",
+        "0",
+    ]);
     fixture.check(&server.host(), &server.url);
+    let report = gc_pass(&server.url);
+    assert_eq!(report["manifests_deleted"], 0, "{report}");
+    fixture.check(&server.host(), &server.url);
+    server.stop();
+    let dist = Distribution::start(data.path());
+    fixture.check(&dist.host, &format!("http://{}", dist.host));
+}
+
+/// Runs a garbage collection pass over berth's HTTP API; returns its report.
+fn gc_pass(url: &str) -> Value {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let r = reqwest::Client::new()
+            .post(format!("{url}/berth/v1/gc"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        serde_json::from_slice(&r.bytes().await.unwrap()).unwrap()
+    })
 }
 
 #[test]
 fn distribution_serves_a_berth_directory() {
     let data = tempfile::tempdir().unwrap();
     let fixture = Fixture::new("h2-compat-from-berth");
-    let server = berth(&["--data", &data.path().display().to_string()]);
+    let server = berth(&["--data", &data.path().display().to_string(), "--gc-grace", "0"]);
     fixture.push(&server.host());
+    fixture.check(&server.host(), &server.url);
+    // A pass that deletes something (an image pushed and deleted) leaves a
+    // directory distribution still reads.
+    let tmp = tempfile::tempdir().unwrap();
+    let mut doomed = OciLayout::create(tmp.path());
+    doomed.add_image("doomed", &Image::runnable(&unique("h2-compat-doomed")));
+    let host = server.host();
+    skopeo_copy(
+        &doomed.reference("doomed"),
+        &format!("docker://{host}/h2/compat/one:doomed"),
+        false,
+    );
+    skopeo(["delete", "--tls-verify=false"])
+        .arg(format!("docker://{host}/h2/compat/one:doomed"))
+        .ok();
+    let report = gc_pass(&server.url);
+    assert!(report["blobs_deleted"].as_u64().unwrap() >= 3, "{report}");
     fixture.check(&server.host(), &server.url);
     server.stop();
 

@@ -113,9 +113,7 @@ impl Registry {
         let mut used_in_repo: Vec<HashSet<Digest>> = Vec::with_capacity(scans.len());
         let mut untagged_to_delete: Vec<(usize, Digest)> = Vec::new();
         for (i, (_, scan)) in scans.iter().enumerate() {
-            let kept = self
-                .kept_manifests(scan, opts, &mut refs_cache, &old_enough)
-                .await?;
+            let kept = self.kept_manifests(scan, opts, &mut refs_cache, &old_enough).await?;
             let mut used = HashSet::new();
             for m in &kept {
                 used.insert(m.clone());
