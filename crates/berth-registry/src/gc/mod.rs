@@ -22,11 +22,16 @@
 
 pub(crate) mod gate;
 
+use futures::StreamExt;
+
 use crate::{Registry, RegistryError, Result};
 use berth_spec::{Digest, Manifest, ManifestKind, RepoName, Tag};
 use berth_storage::layout;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant, SystemTime};
+
+/// Blob deletions a pass runs at once (they share the filesystem's syncs).
+const GC_DELETES_IN_FLIGHT: usize = 32;
 
 /// What one pass does.
 #[derive(Debug, Clone)]
@@ -68,13 +73,32 @@ struct RepoScan {
     layers: Vec<(Digest, Option<SystemTime>)>,
 }
 
+/// A digest as the collector's tables hold it: 32 bytes instead of a
+/// 100-odd-byte `Digest`, which keeps a pass over 100,000 blobs small. A
+/// sha256 digest is its own bytes; any other is the sha256 of its text.
+type Key = [u8; 32];
+
+fn key(d: &Digest) -> Key {
+    let mut k = [0u8; 32];
+    let text;
+    let hex = match d.algorithm() {
+        berth_spec::Algorithm::Sha256 => d.hex(),
+        _ => {
+            text = Digest::sha256_of(d.to_string().as_bytes());
+            text.hex()
+        }
+    };
+    hex::decode_to_slice(hex, &mut k).expect("a digest's hex is hex");
+    k
+}
+
 /// The references of one manifest, as far as the collector cares.
 #[derive(Clone, Default)]
 struct Refs {
     /// Config and layers: blobs that must stay.
-    blobs: Vec<Digest>,
+    blobs: Vec<Key>,
     /// Children of an index: manifests that must stay.
-    children: Vec<Digest>,
+    children: Vec<Key>,
     subject: Option<Digest>,
 }
 
@@ -108,47 +132,53 @@ impl Registry {
             scans.push((name, scan));
         }
         let mut refs_cache: HashMap<Digest, Option<Refs>> = HashMap::new();
-        let mut marked: HashSet<Digest> = HashSet::new();
-        // Per repository: digests its kept manifests name (its layer links stay).
-        let mut used_in_repo: Vec<HashSet<Digest>> = Vec::with_capacity(scans.len());
+        let mut marked: HashSet<Key> = HashSet::new();
+        // Per repository: what its kept manifests name (its layer links stay).
+        let mut used_in_repo: Vec<HashSet<Key>> = Vec::with_capacity(scans.len());
         let mut untagged_to_delete: Vec<(usize, Digest)> = Vec::new();
-        for (i, (_, scan)) in scans.iter().enumerate() {
+        for (_, scan) in &scans {
             let kept = self.kept_manifests(scan, opts, &mut refs_cache, &old_enough).await?;
             let mut used = HashSet::new();
-            for m in &kept {
-                used.insert(m.clone());
-                marked.insert(m.clone());
-                if let Some(Some(refs)) = refs_cache.get(m) {
-                    for b in refs.blobs.iter().chain(&refs.children) {
-                        used.insert(b.clone());
-                        marked.insert(b.clone());
-                    }
-                }
-            }
             for (d, _) in &scan.revisions {
-                if !kept.contains(d) {
-                    untagged_to_delete.push((i, d.clone()));
+                let k = key(d);
+                if !kept.contains(&k) {
+                    untagged_to_delete.push((used_in_repo.len(), d.clone()));
+                    continue;
+                }
+                used.insert(k);
+                if let Some(Some(refs)) = refs_cache.get(d) {
+                    used.extend(refs.blobs.iter().chain(&refs.children).copied());
                 }
             }
+            marked.extend(used.iter().copied());
             used_in_repo.push(used);
         }
+        // Only the subjects of manifests are needed from here on.
+        refs_cache.retain(|_, r| matches!(r, Some(Refs { subject: Some(_), .. })));
         report.blobs_marked = marked.len();
 
-        // The youngest link of every digest, and which repositories link it.
-        let mut newest_link: HashMap<&Digest, Option<SystemTime>> = HashMap::new();
-        let mut linked_from: HashMap<&Digest, Vec<usize>> = HashMap::new();
+        // The youngest link of every digest, and which repositories link it
+        // (sorted by digest, so a digest's repositories are one range).
+        let mut newest_link: HashMap<Key, Option<SystemTime>> = HashMap::new();
+        let mut linked_from: Vec<(Key, u32)> = Vec::new();
         for (i, (_, scan)) in scans.iter().enumerate() {
             for (d, t) in scan.layers.iter().chain(&scan.revisions) {
-                let e = newest_link.entry(d).or_insert(*t);
+                let e = newest_link.entry(key(d)).or_insert(*t);
                 *e = match (*e, *t) {
                     (Some(a), Some(b)) => Some(a.max(b)),
                     _ => None,
                 };
             }
-            for (d, _) in &scan.layers {
-                linked_from.entry(d).or_default().push(i);
-            }
+            linked_from.extend(scan.layers.iter().map(|(d, _)| (key(d), i as u32)));
         }
+        linked_from.sort_unstable();
+        let repos_linking = |k: Key| {
+            let start = linked_from.partition_point(|(x, _)| x < &k);
+            linked_from[start..]
+                .iter()
+                .take_while(move |(x, _)| x == &k)
+                .map(|(_, i)| *i as usize)
+        };
 
         // 2. Sweep. Untagged manifests first, so their blobs are free below.
         for (i, digest) in &untagged_to_delete {
@@ -167,39 +197,51 @@ impl Registry {
             report.manifests_deleted += 1;
         }
 
-        for (digest, size, modified) in self.stored_blobs().await? {
-            if marked.contains(&digest) {
-                continue;
+        // The blob store, one `<alg>/<xx>` directory at a time.
+        let root = layout::blobs_root();
+        for alg in self.backend.list(&root).await? {
+            for prefix in self.backend.list(&format!("{root}/{alg}")).await? {
+                let mut doomed = Vec::new();
+                for (digest, size, modified) in self.stored_blobs_in(&format!("{root}/{alg}/{prefix}"), &alg).await? {
+                    let k = key(&digest);
+                    if marked.contains(&k) {
+                        continue;
+                    }
+                    let link_age_ok = newest_link.get(&k).is_none_or(|t| old_enough(*t, opts.grace));
+                    if !old_enough(modified, opts.grace) || !link_age_ok {
+                        continue;
+                    }
+                    if opts.dry_run {
+                        report.blobs_deleted += 1;
+                        report.bytes_freed += size;
+                        report.layer_links_deleted += repos_linking(k).count();
+                        continue;
+                    }
+                    doomed.push((digest, k, size));
+                }
+                // Deleted side by side: each delete waits for a sync, and
+                // concurrent ones share it (group commit).
+                let deletions = futures::stream::iter(doomed)
+                    .map(|(digest, k, size)| {
+                        let links: Vec<String> = repos_linking(k)
+                            .map(|i| layout::layer_link(&scans[i].0, &digest))
+                            .collect();
+                        self.delete_blob_for_gc(digest, links, size, started, opts.grace)
+                    })
+                    .buffer_unordered(GC_DELETES_IN_FLIGHT)
+                    .collect::<Vec<_>>()
+                    .await;
+                for outcome in deletions {
+                    match outcome? {
+                        Some((size, links)) => {
+                            report.blobs_deleted += 1;
+                            report.bytes_freed += size;
+                            report.layer_links_deleted += links;
+                        }
+                        None => report.spared_in_use += 1,
+                    }
+                }
             }
-            let link_age_ok = newest_link.get(&digest).is_none_or(|t| old_enough(*t, opts.grace));
-            if !old_enough(modified, opts.grace) || !link_age_ok {
-                continue;
-            }
-            if opts.dry_run {
-                report.blobs_deleted += 1;
-                report.bytes_freed += size;
-                report.layer_links_deleted += linked_from.get(&digest).map_or(0, Vec::len);
-                continue;
-            }
-            if self.gate.claim_for_deletion(&digest, started, opts.grace).is_err() {
-                report.spared_in_use += 1;
-                continue;
-            }
-            // Links first: a link without bytes reads as an unknown blob, bytes
-            // without a link are garbage for the next pass; never a link to nothing
-            // that a manifest could be accepted on (the manifest PUT checks bytes).
-            let mut result = Ok(());
-            for i in linked_from.get(&digest).into_iter().flatten() {
-                result = result.and(self.backend.delete(&layout::layer_link(&scans[*i].0, &digest)).await);
-                report.layer_links_deleted += 1;
-            }
-            if result.is_ok() {
-                result = self.backend.delete_prefix(&layout::blob_dir(&digest)).await;
-            }
-            self.gate.release(&digest);
-            result?;
-            report.blobs_deleted += 1;
-            report.bytes_freed += size;
         }
 
         // Layer links of blobs that live on elsewhere but that nothing in this
@@ -207,7 +249,8 @@ impl Registry {
         // manifests deleted).
         for (i, (name, scan)) in scans.iter().enumerate() {
             for (digest, t) in &scan.layers {
-                if used_in_repo[i].contains(digest) || !marked.contains(digest) || !old_enough(*t, opts.grace) {
+                let k = key(digest);
+                if used_in_repo[i].contains(&k) || !marked.contains(&k) || !old_enough(*t, opts.grace) {
                     continue;
                 }
                 if opts.dry_run {
@@ -231,6 +274,36 @@ impl Registry {
         self.gate.forget_older_than(opts.grace);
         report.duration_ms = started.elapsed().as_millis() as u64;
         Ok(report)
+    }
+
+    /// Deletes one unmarked blob: its links, then its bytes, under a claim.
+    /// `None` when the gate refuses (a push is referencing it); otherwise the
+    /// bytes freed and the links removed.
+    async fn delete_blob_for_gc(
+        &self,
+        digest: Digest,
+        links: Vec<String>,
+        size: u64,
+        pass_start: Instant,
+        grace: Duration,
+    ) -> Result<Option<(u64, usize)>> {
+        if self.gate.claim_for_deletion(&digest, pass_start, grace).is_err() {
+            return Ok(None);
+        }
+        // Links first: a link without bytes reads as an unknown blob, bytes
+        // without a link are garbage for the next pass; never a link to
+        // nothing that a manifest could be accepted on (the manifest PUT
+        // checks the bytes).
+        let mut result = Ok(());
+        for link in &links {
+            result = result.and(self.backend.delete(link).await);
+        }
+        if result.is_ok() {
+            result = self.backend.delete_prefix(&layout::blob_dir(&digest)).await;
+        }
+        self.gate.release(&digest);
+        result?;
+        Ok(Some((size, links.len())))
     }
 
     async fn scan_repository(&self, name: &RepoName) -> Result<RepoScan> {
@@ -278,24 +351,33 @@ impl Registry {
         Ok(out)
     }
 
-    /// Every blob in the blob store, with its size and modification time.
+    /// The blobs of one `<alg>/<xx>` directory of the blob store, with their
+    /// size and modification time.
+    async fn stored_blobs_in(&self, dir: &str, alg: &str) -> Result<Vec<(Digest, u64, Option<SystemTime>)>> {
+        let mut out = Vec::new();
+        for hex in self.backend.list(dir).await? {
+            let Ok(d) = format!("{alg}:{hex}").parse::<Digest>() else {
+                continue;
+            };
+            match self.backend.head(&layout::blob_data(&d)).await {
+                Ok(meta) => out.push((d, meta.size, meta.modified)),
+                // A directory without data: an interrupted delete; the
+                // empty directory costs nothing.
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every blob in the blob store (for tests).
+    #[cfg(test)]
     async fn stored_blobs(&self) -> Result<Vec<(Digest, u64, Option<SystemTime>)>> {
         let root = layout::blobs_root();
         let mut out = Vec::new();
         for alg in self.backend.list(&root).await? {
             for prefix in self.backend.list(&format!("{root}/{alg}")).await? {
-                for hex in self.backend.list(&format!("{root}/{alg}/{prefix}")).await? {
-                    let Ok(d) = format!("{alg}:{hex}").parse::<Digest>() else {
-                        continue;
-                    };
-                    match self.backend.head(&layout::blob_data(&d)).await {
-                        Ok(meta) => out.push((d, meta.size, meta.modified)),
-                        // A directory without data: an interrupted delete; the
-                        // empty directory costs nothing.
-                        Err(e) if e.is_not_found() => {}
-                        Err(e) => return Err(e.into()),
-                    }
-                }
+                out.extend(self.stored_blobs_in(&format!("{root}/{alg}/{prefix}"), &alg).await?);
             }
         }
         Ok(out)
@@ -311,9 +393,9 @@ impl Registry {
             None => None,
             Some(content) => Some(match Manifest::parse(&content.bytes, Some(&content.media_type)) {
                 Ok(m) => Refs {
-                    blobs: m.required_blobs().map(|d| d.digest.clone()).collect(),
+                    blobs: m.required_blobs().map(|d| key(&d.digest)).collect(),
                     children: match m.kind {
-                        ManifestKind::Index => m.manifests.iter().map(|d| d.digest.clone()).collect(),
+                        ManifestKind::Index => m.manifests.iter().map(|d| key(&d.digest)).collect(),
                         _ => Vec::new(),
                     },
                     subject: m.subject.map(|s| s.digest),
@@ -321,7 +403,7 @@ impl Registry {
                 // A manifest berth cannot parse (docker schema 1, from a
                 // distribution directory): keep every digest it mentions.
                 Err(_) => Refs {
-                    blobs: digests_mentioned(&content.bytes),
+                    blobs: digests_mentioned(&content.bytes).iter().map(key).collect(),
                     ..Refs::default()
                 },
             }),
@@ -337,33 +419,34 @@ impl Registry {
         opts: &GcOptions,
         cache: &mut HashMap<Digest, Option<Refs>>,
         old_enough: impl Fn(Option<SystemTime>, Duration) -> bool,
-    ) -> Result<HashSet<Digest>> {
-        let stored: HashSet<&Digest> = scan.revisions.iter().map(|(d, _)| d).collect();
+    ) -> Result<HashSet<Key>> {
         let Some(max_age) = opts.delete_untagged_after else {
             // Default: every manifest stays; still read them for their blobs.
-            for d in &stored {
+            for (d, _) in &scan.revisions {
                 self.manifest_refs(d, cache).await?;
             }
-            return Ok(stored.into_iter().cloned().collect());
+            return Ok(scan.revisions.iter().map(|(d, _)| key(d)).collect());
         };
-        let mut kept: HashSet<Digest> = scan.tags.iter().filter(|d| stored.contains(d)).cloned().collect();
+        let stored: HashSet<Key> = scan.revisions.iter().map(|(d, _)| key(d)).collect();
+        let mut kept: HashSet<Key> = scan.tags.iter().map(key).filter(|k| stored.contains(k)).collect();
         for (d, t) in &scan.revisions {
             if !old_enough(*t, max_age) || !old_enough(*t, opts.grace) {
-                kept.insert(d.clone());
+                kept.insert(key(d));
             }
         }
         // Children of kept indexes, and referrers of kept subjects, until nothing changes.
         loop {
             let mut added = Vec::new();
-            for d in &stored {
+            for (d, _) in &scan.revisions {
+                let k = key(d);
                 let refs = self.manifest_refs(d, cache).await?;
-                if kept.contains(*d) {
+                if kept.contains(&k) {
                     if let Some(r) = &refs {
-                        added.extend(r.children.iter().filter(|c| !kept.contains(*c)).cloned());
+                        added.extend(r.children.iter().filter(|c| !kept.contains(*c)).copied());
                     }
                 } else if let Some(Refs { subject: Some(s), .. }) = &refs {
-                    if kept.contains(s) {
-                        added.push((*d).clone());
+                    if kept.contains(&key(s)) {
+                        added.push(k);
                     }
                 }
             }
