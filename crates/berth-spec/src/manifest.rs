@@ -10,6 +10,13 @@ use std::collections::BTreeMap;
 /// The size limit on manifests accepted by PUT. The spec asks for at least 4 MiB.
 pub const MAX_MANIFEST_SIZE: usize = 4 * 1024 * 1024;
 
+/// The deepest nesting of arrays and objects accepted anywhere in a manifest,
+/// unknown fields included. Real manifests nest four or five levels (an
+/// index's descriptor's platform's features); berth stores bytes that every
+/// client will parse, and deep nesting overflows the stacks of recursive
+/// parsers.
+pub const MAX_JSON_DEPTH: usize = 64;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Platform {
@@ -71,6 +78,8 @@ pub enum ManifestError {
     TooLarge,
     #[error("manifest is not valid JSON: {0}")]
     Json(String),
+    #[error("manifest nests arrays and objects deeper than {MAX_JSON_DEPTH} levels")]
+    TooDeep,
     #[error("manifest has schemaVersion {0}; only schemaVersion 2 is supported")]
     SchemaVersion(i64),
     #[error("schema 1 manifests are not supported; push with a current client")]
@@ -107,6 +116,7 @@ impl Manifest {
         if bytes.len() > MAX_MANIFEST_SIZE {
             return Err(ManifestError::TooLarge);
         }
+        check_depth(bytes, MAX_JSON_DEPTH)?;
         let raw: Raw = serde_json::from_slice(bytes).map_err(|e| ManifestError::Json(e.to_string()))?;
         let header = content_type.map(essence).filter(|h| !h.is_empty());
         if raw.fs_layers.is_some()
@@ -196,6 +206,41 @@ impl Manifest {
     }
 }
 
+/// Refuses JSON nested deeper than `limit`, with one pass over the bytes and
+/// before any parsing: serde_json skips unknown fields without a depth limit,
+/// so a 100,000-deep array in an unknown field would otherwise be stored.
+/// Brackets inside strings do not count; a string ends at an unescaped quote.
+/// Malformed JSON is left for the parser to report.
+fn check_depth(bytes: &[u8], limit: usize) -> Result<(), ManifestError> {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in bytes {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > limit {
+                    return Err(ManifestError::TooDeep);
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 fn is_manifest_type(t: &str) -> bool {
     media_type::is_index(t) || media_type::is_image_manifest(t)
 }
@@ -265,21 +310,70 @@ mod tests {
             Err(ManifestError::Schema1)
         ));
         assert!(matches!(
-            Manifest::parse(br#"{"schemaVersion":2,"mediaType":"text/plain"}"#, None),
+            Manifest::parse(br#"{"schemaVersion":2,"mediaType":"text/plain"}"#, Some("text/plain")),
             Err(ManifestError::UnknownMediaType(_))
         ));
         assert!(matches!(
             Manifest::parse(
                 format!(r#"{{"schemaVersion":2,"mediaType":"{}"}}"#, media_type::OCI_MANIFEST).as_bytes(),
-                None
+                Some(media_type::OCI_MANIFEST)
             ),
             Err(ManifestError::MissingField("config"))
         ));
         let bad_digest = image(media_type::OCI_MANIFEST).replace("e3b0", "zzzz");
         assert!(matches!(
-            Manifest::parse(bad_digest.as_bytes(), None),
+            Manifest::parse(bad_digest.as_bytes(), Some(media_type::OCI_MANIFEST)),
             Err(ManifestError::Json(_))
         ));
+    }
+
+    #[test]
+    fn depth_is_bounded_everywhere() {
+        let nested = |depth: usize| format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        let with_unknown =
+            |value: &str| image(media_type::OCI_MANIFEST).replacen('{', &format!(r#"{{"x":{value},"#), 1);
+        // The manifest itself is one level and the unknown field's array the next.
+        let ok = with_unknown(&nested(MAX_JSON_DEPTH - 1));
+        Manifest::parse(ok.as_bytes(), Some(media_type::OCI_MANIFEST)).unwrap();
+        let deep = with_unknown(&nested(MAX_JSON_DEPTH));
+        assert_eq!(
+            Manifest::parse(deep.as_bytes(), Some(media_type::OCI_MANIFEST)).unwrap_err(),
+            ManifestError::TooDeep
+        );
+        // What the hostile probe sent: 100,000 levels in an unknown field.
+        let probe = with_unknown(&nested(100_000));
+        assert_eq!(
+            Manifest::parse(probe.as_bytes(), Some(media_type::OCI_MANIFEST)).unwrap_err(),
+            ManifestError::TooDeep
+        );
+        // Deep in a known field, and in an annotation's value, is refused the same way.
+        let in_annotations =
+            image(media_type::OCI_MANIFEST).replacen('{', &format!(r#"{{"annotations":{{"a":{}}},"#, nested(100)), 1);
+        assert_eq!(
+            Manifest::parse(in_annotations.as_bytes(), None).unwrap_err(),
+            ManifestError::TooDeep
+        );
+    }
+
+    #[test]
+    fn brackets_in_strings_do_not_count() {
+        let deep_text = "[{".repeat(200);
+        for value in [
+            format!(r#""{deep_text}""#),
+            // An escaped quote does not end the string; an escaped backslash does not escape the quote.
+            format!(r#""\"{deep_text}""#),
+            format!(r#""\\\"{deep_text}""#),
+        ] {
+            let body =
+                image(media_type::OCI_MANIFEST).replacen('{', &format!(r#"{{"annotations":{{"a":{value}}},"#), 1);
+            Manifest::parse(body.as_bytes(), Some(media_type::OCI_MANIFEST)).unwrap_or_else(|e| panic!("{e}: {body}"));
+        }
+        // An escaped backslash does not escape the quote after it: the string ends there.
+        assert_eq!(check_depth(br#"{"a":"\\"}"#, 1), Ok(()));
+        assert_eq!(check_depth(br#"{"a":"\\",[]}"#, 1), Err(ManifestError::TooDeep));
+        assert_eq!(check_depth(&[b'['; 3], 2), Err(ManifestError::TooDeep));
+        assert_eq!(check_depth(br#"["]]]]", [[]]]"#, 3), Ok(()));
+        assert_eq!(check_depth(br#"["]]]]", [[[]]]]"#, 3), Err(ManifestError::TooDeep));
     }
 
     #[test]
