@@ -84,8 +84,13 @@ pub enum ManifestError {
     SchemaVersion(i64),
     #[error("schema 1 manifests are not supported; push with a current client")]
     Schema1,
-    #[error("manifest mediaType {field:?} does not match the Content-Type {header:?}")]
+    #[error("manifest mediaType {field:?} does not match the request's Content-Type {header:?}")]
     MediaTypeMismatch { field: String, header: String },
+    #[error(
+        "manifest has no mediaType field, so the request's Content-Type must name its type \
+         (application/vnd.oci.image.manifest.v1+json or application/vnd.oci.image.index.v1+json), not {0:?}"
+    )]
+    UndeclaredMediaType(String),
     #[error("manifest media type {0:?} is not a manifest type this registry accepts")]
     UnknownMediaType(String),
     #[error("manifest is missing the required field {0:?}")]
@@ -133,19 +138,23 @@ impl Manifest {
             None => return Err(ManifestError::MissingField("schemaVersion")),
         }
 
-        // The document's own mediaType wins; without one, a known Content-Type
-        // decides, and failing that the shape of the document does.
+        // What berth will serve as the manifest's Content-Type must be what
+        // the client declared: with a mediaType field, the request's
+        // Content-Type must name the same type (parameters aside); without
+        // one, the Content-Type is all there is, so it must name one of the
+        // two types whose documents may omit the field (OCI image manifest
+        // and index; Docker's schema 2 types require it).
         let media_type = match (&raw.media_type, header) {
-            (Some(field), Some(h)) if field != h && is_manifest_type(h) => {
+            (Some(field), Some(h)) if h.eq_ignore_ascii_case(field) => field.clone(),
+            (Some(field), h) => {
                 return Err(ManifestError::MediaTypeMismatch {
                     field: field.clone(),
-                    header: h.to_owned(),
+                    header: h.unwrap_or_default().to_owned(),
                 })
             }
-            (Some(field), _) => field.clone(),
-            (None, Some(h)) if is_manifest_type(h) => h.to_owned(),
-            (None, _) if raw.manifests.is_some() => media_type::OCI_INDEX.to_owned(),
-            (None, _) => media_type::OCI_MANIFEST.to_owned(),
+            (None, Some(h)) if h.eq_ignore_ascii_case(media_type::OCI_MANIFEST) => media_type::OCI_MANIFEST.to_owned(),
+            (None, Some(h)) if h.eq_ignore_ascii_case(media_type::OCI_INDEX) => media_type::OCI_INDEX.to_owned(),
+            (None, h) => return Err(ManifestError::UndeclaredMediaType(h.unwrap_or_default().to_owned())),
         };
 
         let kind = if media_type::is_index(&media_type) {
@@ -241,10 +250,6 @@ fn check_depth(bytes: &[u8], limit: usize) -> Result<(), ManifestError> {
     Ok(())
 }
 
-fn is_manifest_type(t: &str) -> bool {
-    media_type::is_index(t) || media_type::is_image_manifest(t)
-}
-
 /// Builds the body of `GET /v2/<name>/referrers/<digest>`: an OCI index of
 /// the given descriptors, in the order given.
 pub fn referrers_index(descriptors: &[Descriptor]) -> Vec<u8> {
@@ -288,12 +293,76 @@ mod tests {
     }
 
     #[test]
-    fn media_type_from_header_or_shape() {
-        let body = r#"{"schemaVersion":2,"manifests":[]}"#;
-        let m = Manifest::parse(body.as_bytes(), None).unwrap();
-        assert_eq!(m.media_type, media_type::OCI_INDEX);
-        let m = Manifest::parse(body.as_bytes(), Some(media_type::DOCKER_MANIFEST_LIST)).unwrap();
-        assert_eq!(m.media_type, media_type::DOCKER_MANIFEST_LIST);
+    fn content_type_must_match_the_media_type_field() {
+        let body = image(media_type::OCI_MANIFEST);
+        for ok in [
+            media_type::OCI_MANIFEST.to_owned(),
+            format!("{}; charset=utf-8", media_type::OCI_MANIFEST),
+            format!(" {} ;q=1", media_type::OCI_MANIFEST.to_uppercase()),
+        ] {
+            let m = Manifest::parse(body.as_bytes(), Some(&ok)).unwrap_or_else(|e| panic!("{ok}: {e}"));
+            assert_eq!(m.media_type, media_type::OCI_MANIFEST);
+        }
+        // What the hostile probe sent, and no Content-Type at all.
+        for bad in [Some("text/plain"), Some("application/json"), Some(""), None] {
+            assert!(
+                matches!(
+                    Manifest::parse(body.as_bytes(), bad),
+                    Err(ManifestError::MediaTypeMismatch { .. })
+                ),
+                "{bad:?}"
+            );
+        }
+        let list = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{}","manifests":[]}}"#,
+            media_type::DOCKER_MANIFEST_LIST
+        );
+        assert!(Manifest::parse(list.as_bytes(), Some(media_type::OCI_INDEX)).is_err());
+        let m = Manifest::parse(list.as_bytes(), Some(media_type::DOCKER_MANIFEST_LIST)).unwrap();
+        assert_eq!(m.kind, ManifestKind::Index);
+    }
+
+    #[test]
+    fn without_a_media_type_field_the_content_type_decides() {
+        let index = r#"{"schemaVersion":2,"manifests":[]}"#;
+        let m = Manifest::parse(index.as_bytes(), Some(media_type::OCI_INDEX)).unwrap();
+        assert_eq!(
+            (m.media_type.as_str(), m.kind),
+            (media_type::OCI_INDEX, ManifestKind::Index)
+        );
+        let image =
+            image(media_type::OCI_MANIFEST).replace(&format!(r#""mediaType":"{}","#, media_type::OCI_MANIFEST), "");
+        assert!(!image.contains(media_type::OCI_MANIFEST));
+        let m = Manifest::parse(image.as_bytes(), Some(media_type::OCI_MANIFEST)).unwrap();
+        assert_eq!(
+            (m.media_type.as_str(), m.kind),
+            (media_type::OCI_MANIFEST, ManifestKind::Image)
+        );
+        // Nothing declared, something else declared, or a Docker type (whose
+        // documents must carry the field): refused.
+        for bad in [
+            None,
+            Some("application/json"),
+            Some(media_type::DOCKER_MANIFEST_LIST),
+            Some(media_type::DOCKER_MANIFEST),
+        ] {
+            assert!(
+                matches!(
+                    Manifest::parse(index.as_bytes(), bad),
+                    Err(ManifestError::UndeclaredMediaType(_))
+                ),
+                "{bad:?}"
+            );
+        }
+        // The declared type must fit the document's shape.
+        assert_eq!(
+            Manifest::parse(index.as_bytes(), Some(media_type::OCI_MANIFEST)).unwrap_err(),
+            ManifestError::MissingField("config")
+        );
+        assert_eq!(
+            Manifest::parse(image.as_bytes(), Some(media_type::OCI_INDEX)).unwrap_err(),
+            ManifestError::MissingField("manifests")
+        );
     }
 
     #[test]

@@ -1,12 +1,12 @@
 //! Clients that try to stall, exhaust or fool the server, each from a finding
 //! of a hostile-client probe (issue 10, "Hostile clients"): manifests nested
-//! too deep.
+//! too deep, manifests whose Content-Type lies, descriptors whose sizes lie.
 
 mod conformance_common;
 mod support;
 
 use conformance_common::*;
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
 /// Pushes a config and one layer to `repo`; returns their bytes.
@@ -20,6 +20,21 @@ async fn push_blobs(c: &Client, repo: &str, seed: u64) -> (Vec<u8>, Vec<u8>) {
 
 fn manifest_value(config: &[u8], layer: &[u8]) -> Value {
     serde_json::from_slice(&image_manifest(config, &[layer])).unwrap()
+}
+
+/// Sends `body` as a manifest with `content_type` (none when `None`).
+async fn put_raw(
+    c: &Client,
+    repo: &str,
+    reference: &str,
+    content_type: Option<&str>,
+    body: Vec<u8>,
+) -> reqwest::Response {
+    let mut req = c.req(Method::PUT, &format!("/v2/{repo}/manifests/{reference}"));
+    if let Some(t) = content_type {
+        req = req.header("content-type", t);
+    }
+    req.body(body).send().await.unwrap()
 }
 
 /// A 100,000-deep array in a field berth does not know (200 KB) was accepted
@@ -61,4 +76,56 @@ async fn deeply_nested_manifests_are_refused() {
         .put_manifest(repo, "shallow", OCI_MANIFEST, with_unknown(63).as_bytes())
         .await;
     assert_eq!(r.status(), StatusCode::CREATED, "{}", text(r).await);
+}
+
+/// An OCI manifest sent as text/plain, application/json or without a
+/// Content-Type was accepted and then served as OCI: the declared type and
+/// the document's mediaType must agree.
+#[tokio::test(flavor = "multi_thread")]
+async fn content_type_must_match_the_manifest() {
+    let s = server();
+    let c = Client::new(&s.url);
+    let repo = "hostile/ctype";
+    let (config, layer) = push_blobs(&c, repo, 2).await;
+    let m = serde_json::to_vec(&manifest_value(&config, &layer)).unwrap();
+    for (tag, ct) in [
+        ("plain", Some("text/plain")),
+        ("json", Some("application/json")),
+        ("none", None),
+        ("docker", Some(DOCKER_MANIFEST)),
+        ("index", Some(OCI_INDEX)),
+    ] {
+        let r = put_raw(&c, repo, tag, ct, m.clone()).await;
+        let body = assert_error(r, 400, "MANIFEST_INVALID").await;
+        assert!(body.to_string().contains("Content-Type"), "{ct:?}: {body}");
+        assert_eq!(
+            c.get(&format!("/v2/{repo}/manifests/{tag}")).await.status(),
+            404,
+            "{ct:?}"
+        );
+    }
+    // Media type parameters and case do not matter (some clients send them).
+    for (tag, ct) in [
+        ("params", format!("{OCI_MANIFEST}; charset=utf-8")),
+        ("upper", OCI_MANIFEST.to_uppercase()),
+    ] {
+        let r = put_raw(&c, repo, tag, Some(&ct), m.clone()).await;
+        assert_eq!(r.status(), StatusCode::CREATED, "{ct}: {}", text(r).await);
+        let r = c.get(&format!("/v2/{repo}/manifests/{tag}")).await;
+        assert_eq!(header(&r, "content-type"), Some(OCI_MANIFEST));
+    }
+
+    // A document without mediaType: the Content-Type names its type, and must.
+    let mut bare = manifest_value(&config, &layer);
+    bare.as_object_mut().unwrap().remove("mediaType");
+    let bare = serde_json::to_vec(&bare).unwrap();
+    for ct in [None, Some("application/json"), Some(DOCKER_MANIFEST), Some(OCI_INDEX)] {
+        let r = put_raw(&c, repo, "bare", ct, bare.clone()).await;
+        assert_error(r, 400, "MANIFEST_INVALID").await;
+    }
+    let r = put_raw(&c, repo, "bare", Some(OCI_MANIFEST), bare.clone()).await;
+    assert_eq!(r.status(), StatusCode::CREATED, "{}", text(r).await);
+    let r = c.get(&format!("/v2/{repo}/manifests/bare")).await;
+    assert_eq!(header(&r, "content-type"), Some(OCI_MANIFEST));
+    assert_eq!(r.bytes().await.unwrap().as_ref(), &bare[..]);
 }
