@@ -56,6 +56,18 @@ impl ManifestCache {
     }
 }
 
+/// A descriptor must give the size of what it points at.
+fn check_size(descriptor: &Descriptor, stored: u64) -> Result<()> {
+    if descriptor.size == stored {
+        return Ok(());
+    }
+    Err(RegistryError::DescriptorSizeMismatch {
+        digest: descriptor.digest.clone(),
+        declared: descriptor.size,
+        stored,
+    })
+}
+
 fn parse_link(bytes: &[u8]) -> Option<Digest> {
     std::str::from_utf8(bytes).ok()?.trim().parse().ok()
 }
@@ -148,12 +160,18 @@ impl Registry {
         // The link and the bytes: a link can outlive its blob (garbage
         // collection, or a push interrupted between linking and storing, which
         // run side by side), and a manifest must not be accepted on it alone.
+        // The stat of the bytes also gives their size, which the descriptor
+        // must state truly: clients trust it when they pull.
         for blob in manifest.required_blobs() {
-            if !self.exists(&layout::layer_link(name, &blob.digest)).await?
-                || !self.exists(&layout::blob_data(&blob.digest)).await?
-            {
+            if !self.exists(&layout::layer_link(name, &blob.digest)).await? {
                 return Err(RegistryError::ManifestBlobUnknown(blob.digest.clone()));
             }
+            let size = match self.backend.head(&layout::blob_data(&blob.digest)).await {
+                Ok(meta) => meta.size,
+                Err(e) if e.is_not_found() => return Err(RegistryError::ManifestBlobUnknown(blob.digest.clone())),
+                Err(e) => return Err(e.into()),
+            };
+            check_size(blob, size)?;
         }
         if manifest.kind == ManifestKind::Index {
             for child in &manifest.manifests {
@@ -163,6 +181,17 @@ impl Registry {
                 {
                     return Err(RegistryError::ManifestBlobUnknown(child.digest.clone()));
                 }
+                let size = match self.manifest_cache.get(&child.digest) {
+                    Some(cached) => cached.bytes.len() as u64,
+                    None => match self.backend.head(&layout::blob_data(&child.digest)).await {
+                        Ok(meta) => meta.size,
+                        Err(e) if e.is_not_found() => {
+                            return Err(RegistryError::ManifestBlobUnknown(child.digest.clone()))
+                        }
+                        Err(e) => return Err(e.into()),
+                    },
+                };
+                check_size(child, size)?;
             }
         }
 

@@ -7,7 +7,7 @@ mod support;
 
 use conformance_common::*;
 use reqwest::{Method, StatusCode};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 /// Pushes a config and one layer to `repo`; returns their bytes.
 async fn push_blobs(c: &Client, repo: &str, seed: u64) -> (Vec<u8>, Vec<u8>) {
@@ -128,4 +128,78 @@ async fn content_type_must_match_the_manifest() {
     let r = c.get(&format!("/v2/{repo}/manifests/bare")).await;
     assert_eq!(header(&r, "content-type"), Some(OCI_MANIFEST));
     assert_eq!(r.bytes().await.unwrap().as_ref(), &bare[..]);
+}
+
+/// A layer descriptor with size 2^63, 2^64-1 or 1 for an 8,213-byte blob was
+/// accepted (clients then fail the pull): every descriptor's size must be its
+/// content's, and the error names the descriptor.
+#[tokio::test(flavor = "multi_thread")]
+async fn descriptor_sizes_must_be_true() {
+    let s = server();
+    let c = Client::new(&s.url);
+    let repo = "hostile/sizes";
+    let (config, layer) = push_blobs(&c, repo, 3).await;
+    assert_eq!(layer.len(), 8_213);
+    let good = manifest_value(&config, &layer);
+    for (field, size) in [
+        ("layers", json!(1u64 << 63)),
+        ("layers", json!(u64::MAX)),
+        ("layers", json!(1)),
+        ("layers", json!(8_212)),
+        ("layers", json!(8_214)),
+        ("layers", json!(0)),
+        ("config", json!(config.len() + 1)),
+    ] {
+        let mut m = good.clone();
+        let (digest, slot) = match field {
+            "layers" => (sha256(&layer), &mut m["layers"][0]["size"]),
+            _ => (sha256(&config), &mut m["config"]["size"]),
+        };
+        *slot = size.clone();
+        let body = serde_json::to_vec(&m).unwrap();
+        let r = c.put_manifest(repo, "lies", OCI_MANIFEST, &body).await;
+        let err = assert_error(r, 400, "MANIFEST_INVALID").await;
+        let detail = &err["errors"][0]["detail"];
+        assert_eq!(detail["digest"], json!(digest), "{field} {size}: {err}");
+        assert_eq!(detail["size"], size, "{err}");
+        assert_eq!(c.get(&format!("/v2/{repo}/manifests/lies")).await.status(), 404);
+    }
+    // Past u64 is not a size at all.
+    let body = serde_json::to_string(&good)
+        .unwrap()
+        .replace(r#""size":8213"#, r#""size":18446744073709551616"#);
+    let r = c.put_manifest(repo, "lies", OCI_MANIFEST, body.as_bytes()).await;
+    assert_error(r, 400, "MANIFEST_INVALID").await;
+
+    let image = serde_json::to_vec(&good).unwrap();
+    let r = c.put_manifest(repo, "v1", OCI_MANIFEST, &image).await;
+    assert_eq!(r.status(), StatusCode::CREATED, "{}", text(r).await);
+
+    // An index's children: the size of the child manifest.
+    // The child's size comes from the manifest cache once it has been read,
+    assert_eq!(c.get(&format!("/v2/{repo}/manifests/v1")).await.status(), 200);
+    index_sizes_must_be_true(&c, repo, &image).await;
+    // and from a stat of its bytes where nothing is cached (a second server on the same data).
+    let s2 = server_with(&["--data", s.data.to_str().unwrap()]);
+    index_sizes_must_be_true(&Client::new(&s2.url), repo, &image).await;
+}
+
+/// Pushes indexes over the manifest `image` with wrong sizes (refused, naming
+/// the child) and the right one.
+async fn index_sizes_must_be_true(c: &Client, repo: &str, image: &[u8]) {
+    let index = |size: u64| {
+        serde_json::to_vec(&json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_INDEX,
+            "manifests": [{"mediaType": OCI_MANIFEST, "digest": sha256(image), "size": size}],
+        }))
+        .unwrap()
+    };
+    for bad in [1, image.len() as u64 - 1, 1 << 63, u64::MAX] {
+        let r = c.put_manifest(repo, "idx", OCI_INDEX, &index(bad)).await;
+        let err = assert_error(r, 400, "MANIFEST_INVALID").await;
+        assert_eq!(err["errors"][0]["detail"]["digest"], json!(sha256(image)), "{err}");
+    }
+    let r = c.put_manifest(repo, "idx", OCI_INDEX, &index(image.len() as u64)).await;
+    assert_eq!(r.status(), StatusCode::CREATED, "{}", text(r).await);
 }
