@@ -295,6 +295,20 @@ impl Registry {
         Ok(self.backend.list(&layout::tags_dir(name)).await?)
     }
 
+    /// The tags of `name` that point at something: a crash while a tag was
+    /// being written leaves its directory without `current/link`, and such a
+    /// tag does not exist. One stat per tag.
+    async fn resolving_tags(&self, name: &RepoName) -> Result<Vec<String>> {
+        let mut tags = Vec::new();
+        for entry in self.tag_names(name).await? {
+            let Ok(tag) = entry.parse::<Tag>() else { continue };
+            if self.exists(&layout::tag_current_link(name, &tag)).await? {
+                tags.push(entry);
+            }
+        }
+        Ok(tags)
+    }
+
     /// All tags of a repository, sorted lexically.
     pub async fn tags(&self, name: &RepoName) -> Result<Vec<String>> {
         let mut tags = if let Some(source) = self.source_for(name) {
@@ -306,7 +320,7 @@ impl Registry {
             if !children.iter().any(|c| c == "_manifests" || c == "_layers") {
                 return Err(RegistryError::NameUnknown(name.clone()));
             }
-            self.tag_names(name).await?
+            self.resolving_tags(name).await?
         };
         tags.sort();
         tags.dedup();

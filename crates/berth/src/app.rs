@@ -48,6 +48,7 @@ fn init_logging(format: LogFormat, filter: &str) -> anyhow::Result<()> {
 pub struct Server {
     listener: TcpListener,
     registry: Arc<Registry>,
+    storage: FsBackend,
     addr: SocketAddr,
     purge_interval: Duration,
 }
@@ -58,7 +59,8 @@ pub async fn start(listener: TcpListener, args: &ServeArgs) -> anyhow::Result<Se
     std::fs::create_dir_all(&args.data)
         .with_context(|| format!("creating the data directory {}", args.data.display()))?;
     let fs_backend = FsBackend::with_sync(&args.data, args.sync.into());
-    // Deletes interrupted by a crash left their trees in the trash.
+    // Deletes interrupted by a crash left their trees in the trash, and
+    // interrupted writes their temporary files.
     let sweeper = fs_backend.clone();
     tokio::spawn(async move {
         match sweeper.sweep_trash().await {
@@ -66,7 +68,9 @@ pub async fn start(listener: TcpListener, args: &ServeArgs) -> anyhow::Result<Se
             Ok(n) => tracing::info!(trees = n, "removed what interrupted deletes left in the trash"),
             Err(e) => tracing::warn!(error = %e, "could not empty the trash"),
         }
+        sweep_temp_files(&sweeper).await;
     });
+    let sweeper_for_run = fs_backend.clone();
     let backend: Arc<dyn Backend> = Arc::new(fs_backend);
     let config = RegistryConfig {
         upload_max_age: Duration::from_secs(args.upload_max_age_secs),
@@ -96,6 +100,7 @@ pub async fn start(listener: TcpListener, args: &ServeArgs) -> anyhow::Result<Se
     Ok(Server {
         listener,
         registry,
+        storage: sweeper_for_run,
         addr,
         purge_interval: Duration::from_secs(args.upload_purge_interval_secs.max(1)),
     })
@@ -171,7 +176,7 @@ impl Server {
     /// Serves until `shutdown` resolves, then finishes in-flight requests.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         tracing::info!(addr = %self.addr, "berth is serving");
-        let purge = spawn_upload_purge(self.registry.clone(), self.purge_interval);
+        let purge = spawn_upload_purge(self.registry.clone(), self.storage, self.purge_interval);
         let trim = crate::memory::spawn_trim(MEMORY_TRIM_INTERVAL);
         let result = berth_http::serve(self.listener, self.registry, shutdown).await;
         purge.abort();
@@ -184,18 +189,36 @@ impl Server {
 /// How often memory kept for reuse during transfers goes back to the kernel.
 const MEMORY_TRIM_INTERVAL: Duration = Duration::from_secs(10);
 
-fn spawn_upload_purge(registry: Arc<Registry>, every: Duration) -> tokio::task::JoinHandle<()> {
+/// Removes stale uploads now and then, and the temporary files of writes
+/// interrupted by a crash (a restart soon after one finds them too young to
+/// be sure no writer holds them, so the start's sweep may leave them).
+fn spawn_upload_purge(registry: Arc<Registry>, storage: FsBackend, every: Duration) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
+        // The first tick is immediate; the start already swept.
+        tick.tick().await;
         loop {
-            tick.tick().await;
             match registry.purge_stale_uploads().await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(removed = n, "removed stale uploads"),
                 Err(e) => tracing::warn!(error = %e, "purging stale uploads failed"),
             }
+            tick.tick().await;
+            sweep_temp_files(&storage).await;
         }
     })
+}
+
+/// Temporary files older than this are a crash's leftovers: a live write holds
+/// its own for one write and a sync or two.
+const TEMP_FILE_MAX_AGE: Duration = Duration::from_secs(15 * 60);
+
+async fn sweep_temp_files(storage: &FsBackend) {
+    match storage.sweep_temp_files(TEMP_FILE_MAX_AGE).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(files = n, "removed temporary files of interrupted writes"),
+        Err(e) => tracing::warn!(error = %e, "could not sweep temporary files"),
+    }
 }
 
 async fn shutdown_signal() {

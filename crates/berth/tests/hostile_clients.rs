@@ -203,3 +203,57 @@ async fn index_sizes_must_be_true(c: &Client, repo: &str, image: &[u8]) {
     let r = c.put_manifest(repo, "idx", OCI_INDEX, &index(image.len() as u64)).await;
     assert_eq!(r.status(), StatusCode::CREATED, "{}", text(r).await);
 }
+
+/// After a kill -9 in the middle of a tag write, tags/list listed a tag that
+/// did not resolve (its directory held only `index/.../.tmp-*`), and the
+/// temporary file stayed forever. Now only resolving tags are listed, and the
+/// start sweeps temporary files old enough that no live write holds them.
+#[tokio::test(flavor = "multi_thread")]
+async fn interrupted_tag_writes_are_not_listed_and_are_swept() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let repo = "hostile/tags";
+    let s = server_with(&["--data", data]);
+    let c = Client::new(&s.url);
+    let (_, digest) = c.push_image(repo, "good", 4).await;
+    let tags = dir
+        .path()
+        .join("docker/registry/v2/repositories")
+        .join(repo)
+        .join("_manifests/tags");
+    let hex = digest.strip_prefix("sha256:").unwrap();
+    // What the crash leaves: the tag's index link half written, no current/link.
+    let broken = tags.join("broken/index/sha256").join(hex);
+    std::fs::create_dir_all(&broken).unwrap();
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    let debris = broken.join(".tmp-0123456789abcdef");
+    std::fs::write(&debris, &digest).unwrap();
+    std::fs::File::open(&debris).unwrap().set_modified(old).unwrap();
+    // The same, written a moment ago: it may be a live write's, and stays.
+    let young = tags.join("young/current");
+    std::fs::create_dir_all(&young).unwrap();
+    std::fs::write(young.join(".tmp-fedcba9876543210"), &digest).unwrap();
+
+    let listed = |c: Client| async move {
+        let r = c.get(&format!("/v2/{repo}/tags/list")).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        json_body(r).await["tags"].clone()
+    };
+    assert_eq!(listed(Client::new(&s.url)).await, json!(["good"]));
+    assert_eq!(c.get(&format!("/v2/{repo}/manifests/broken")).await.status(), 404);
+    drop(s);
+
+    let s = server_with(&["--data", data]);
+    assert!(
+        support::wait_until(std::time::Duration::from_secs(10), || !tags.join("broken").exists()),
+        "the start did not sweep {}",
+        debris.display()
+    );
+    assert!(young.join(".tmp-fedcba9876543210").exists());
+    assert_eq!(listed(Client::new(&s.url)).await, json!(["good"]));
+    // The tag can be written again as usual.
+    let (_, digest2) = Client::new(&s.url).push_image(repo, "broken", 5).await;
+    assert_eq!(listed(Client::new(&s.url)).await, json!(["broken", "good"]));
+    let r = Client::new(&s.url).get(&format!("/v2/{repo}/manifests/broken")).await;
+    assert_eq!(header(&r, "docker-content-digest"), Some(digest2.as_str()));
+}
