@@ -18,6 +18,7 @@ use tracing_subscriber::EnvFilter;
 /// Runs `berth serve` to completion: logging, runtime, listener, signals.
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     init_logging(args.log_format, &args.log)?;
+    raise_descriptor_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -29,6 +30,30 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         let server = start(listener, &args).await?;
         server.run(shutdown_signal()).await
     })
+}
+
+/// Raises the soft limit on open file descriptors to the hard limit: every
+/// connection is one, and a download holds a file open too. The default soft
+/// limit (1,024 on most systems) is a relic of select(2), which berth does not use.
+fn raise_descriptor_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write the struct they are given.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 || limit.rlim_cur >= limit.rlim_max {
+            return;
+        }
+        let soft = limit.rlim_cur;
+        limit.rlim_cur = limit.rlim_max;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+            tracing::debug!(from = soft, to = limit.rlim_max, "raised the open file limit");
+        } else {
+            tracing::warn!(error = %std::io::Error::last_os_error(), limit = soft,
+                "could not raise the open file limit");
+        }
+    }
 }
 
 fn init_logging(format: LogFormat, filter: &str) -> anyhow::Result<()> {
@@ -51,6 +76,7 @@ pub struct Server {
     storage: FsBackend,
     addr: SocketAddr,
     purge_interval: Duration,
+    http: berth_http::ServerOptions,
 }
 
 /// Builds the registry described by `args` on an already bound listener
@@ -103,6 +129,14 @@ pub async fn start(listener: TcpListener, args: &ServeArgs) -> anyhow::Result<Se
         storage: sweeper_for_run,
         addr,
         purge_interval: Duration::from_secs(args.upload_purge_interval_secs.max(1)),
+        http: berth_http::ServerOptions {
+            timeouts: berth_http::Timeouts {
+                header: args.header_timeout,
+                idle: args.idle_timeout,
+                body: args.body_timeout,
+            },
+            max_connections: args.max_connections,
+        },
     })
 }
 
@@ -178,7 +212,7 @@ impl Server {
         tracing::info!(addr = %self.addr, "berth is serving");
         let purge = spawn_upload_purge(self.registry.clone(), self.storage, self.purge_interval);
         let trim = crate::memory::spawn_trim(MEMORY_TRIM_INTERVAL);
-        let result = berth_http::serve(self.listener, self.registry, shutdown).await;
+        let result = berth_http::serve(self.listener, self.registry, self.http, shutdown).await;
         purge.abort();
         trim.abort();
         tracing::info!("berth stopped");

@@ -4,6 +4,7 @@
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 #[derive(Debug, Parser)]
 #[command(name = "berth", version, about = "A container image registry in one static binary", long_about = None)]
@@ -98,6 +99,28 @@ pub struct ServeArgs {
     #[arg(long, env = "BERTH_NO_SELF_IMAGE")]
     pub no_self_image: bool,
 
+    /// A client must send a whole request head within this time (counted
+    /// from its first byte, or from the connection's start for the first
+    /// request). Durations are like `30s`, `500ms`, `2m` or a number of seconds.
+    #[arg(long, env = "BERTH_HEADER_TIMEOUT", value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub header_timeout: Duration,
+
+    /// An open connection with no request in flight is closed after this long.
+    #[arg(long, env = "BERTH_IDLE_TIMEOUT", value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// A request whose body (upload) or response (download) moves no byte for
+    /// this long while the server waits on the client is closed. Slow links
+    /// still move bytes; a dead one does not.
+    #[arg(long, env = "BERTH_BODY_TIMEOUT", value_name = "DURATION", default_value = "120s", value_parser = parse_duration)]
+    pub body_timeout: Duration,
+
+    /// At most this many open connections; past it, those idle the longest
+    /// are closed to make room. Default: half the file descriptor limit
+    /// (which berth raises to its hard limit at start).
+    #[arg(long, env = "BERTH_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
+
     /// Serve, read-only under repository prefix PREFIX, the images at PATH: an
     /// OCI image layout directory, an OCI layout tar (skopeo's oci-archive) or a
     /// `docker save` tarball. Repeatable. `alpine:3.19` in the archive becomes
@@ -135,4 +158,43 @@ pub struct ExportArgs {
     /// Data directory of the berth to export from.
     #[arg(long, env = "BERTH_DATA", default_value = "./data")]
     pub data: PathBuf,
+}
+
+/// Parses `30s`, `500ms`, `2m`, `1h` or a plain number of seconds (fractions allowed).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (like 30s, 500ms, 2m)"))?;
+    let seconds = match unit.trim() {
+        "" | "s" => value,
+        "ms" => value / 1000.0,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        other => return Err(format!("unknown unit {other:?} in {s:?} (use ms, s, m or h)")),
+    };
+    if seconds <= 0.0 || !seconds.is_finite() {
+        return Err(format!("{s:?}: a duration must be positive"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        for bad in ["", "s", "0", "-1s", "10 parsecs", "1e999"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
 }

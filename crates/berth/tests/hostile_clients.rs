@@ -257,3 +257,289 @@ async fn interrupted_tag_writes_are_not_listed_and_are_swept() {
     let r = Client::new(&s.url).get(&format!("/v2/{repo}/manifests/broken")).await;
     assert_eq!(header(&r, "docker-content-digest"), Some(digest2.as_str()));
 }
+
+// ---- Connections that stall or pile up -------------------------------------
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+/// Short limits, so that the tests take seconds: header 1 s, idle 2 s, body 2 s.
+const SHORT_LIMITS: [&str; 6] = ["--header-timeout", "1s", "--idle-timeout", "2s", "--body-timeout", "2s"];
+
+fn connect(server: &support::TestServer) -> TcpStream {
+    let s = TcpStream::connect(server.addr).unwrap();
+    s.set_nodelay(true).unwrap();
+    s
+}
+
+/// Reads until the server closes `s`; returns how long that took from `since`,
+/// or `None` if it is still open at `since + within`. Response bytes are skipped.
+fn closed_after(s: &mut TcpStream, since: Instant, within: Duration) -> Option<Duration> {
+    let mut buf = [0u8; 64 * 1024];
+    loop {
+        let left = (since + within).checked_duration_since(Instant::now())?;
+        s.set_read_timeout(Some(left.max(Duration::from_millis(1)))).unwrap();
+        match s.read(&mut buf) {
+            Ok(0) => return Some(since.elapsed()),
+            Ok(_) => continue,
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => return None,
+            // Reset: closed with unread data, which is closed too.
+            Err(_) => return Some(since.elapsed()),
+        }
+    }
+}
+
+/// `GET /v2/` on a new connection answers within `within`.
+fn base_answers(addr: std::net::SocketAddr, within: Duration) -> bool {
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, within) else {
+        return false;
+    };
+    s.set_read_timeout(Some(within)).unwrap();
+    if s.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).is_ok() && &head == b"HTTP/1.1 200"
+}
+
+/// A connection that sends nothing, one that sends a request line and headers
+/// without the final blank line, and one that trickles a header byte every
+/// 200 ms were all open after 75 s; now they go after the header timeout.
+#[test]
+fn stalled_request_heads_are_closed() {
+    let server = support::tools::berth(&SHORT_LIMITS);
+    let start = Instant::now();
+    let mut silent = connect(&server);
+    let mut partial = connect(&server);
+    partial
+        .write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\nUser-Agent: probe\r\n")
+        .unwrap();
+    let mut trickle = connect(&server);
+    let trickler = std::thread::spawn({
+        let mut s = trickle.try_clone().unwrap();
+        move || {
+            let _ = s.write_all(b"GET /v2/ HTTP/1.1\r\n");
+            for _ in 0..50 {
+                std::thread::sleep(Duration::from_millis(200));
+                if s.write_all(b"X").is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    for (what, s) in [
+        ("silent", &mut silent),
+        ("partial", &mut partial),
+        ("trickle", &mut trickle),
+    ] {
+        let t = closed_after(s, start, Duration::from_secs(5)).unwrap_or_else(|| panic!("{what} still open after 5 s"));
+        assert!(
+            t >= Duration::from_millis(900),
+            "{what} closed after {t:?}, before the header timeout"
+        );
+    }
+    trickler.join().unwrap();
+    assert!(base_answers(server.addr, Duration::from_secs(2)));
+}
+
+/// An idle keep-alive connection was open after 75 s; now it goes after the
+/// idle timeout, and not before.
+#[test]
+fn idle_keep_alive_is_closed() {
+    let server = support::tools::berth(&SHORT_LIMITS);
+    let mut s = connect(&server);
+    s.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+    let idle = Instant::now();
+    let t = closed_after(&mut s, idle, Duration::from_secs(5)).expect("keep-alive still open after 5 s");
+    // The idle limit (2 s), not the header limit (1 s), applies between requests.
+    assert!(t >= Duration::from_millis(1800), "closed after {t:?}");
+
+    // A client that keeps sending requests keeps its connection.
+    let mut s = connect(&server);
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(4) {
+        s.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut resp = [0u8; 512];
+        let n = s.read(&mut resp).unwrap();
+        assert!(
+            resp[..n].starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&resp[..n])
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// 200 slowloris connections were not closed in 8 s; now they all go with the
+/// header timeout, and the server answers others meanwhile.
+#[test]
+fn slowloris_is_closed() {
+    let server = support::tools::berth(&SHORT_LIMITS);
+    let start = Instant::now();
+    let mut conns: Vec<TcpStream> = (0..200)
+        .map(|i| {
+            let mut s = connect(&server);
+            s.write_all(format!("GET /v2/ HTTP/1.1\r\nHost: x\r\nX-Probe: {i}\r\n").as_bytes())
+                .unwrap();
+            s
+        })
+        .collect();
+    // Keep trickling header lines into every connection while checking.
+    let mut open = conns.len();
+    while open > 0 && start.elapsed() < Duration::from_secs(6) {
+        assert!(
+            base_answers(server.addr, Duration::from_secs(2)),
+            "the server stopped answering"
+        );
+        open = 0;
+        for s in &mut conns {
+            if s.write_all(b"X-More: y\r\n").is_ok() && closed_after(s, Instant::now(), Duration::ZERO).is_none() {
+                open += 1;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert_eq!(open, 0, "slowloris connections still open after {:?}", start.elapsed());
+    assert!(start.elapsed() >= Duration::from_millis(900));
+}
+
+/// An upload whose body stops is closed after the body timeout; one whose
+/// bytes trickle (a slow link) completes.
+#[tokio::test(flavor = "multi_thread")]
+async fn stalled_bodies_are_closed_and_slow_ones_complete() {
+    let server = support::tools::berth(&SHORT_LIMITS);
+    let c = Client::new(&server.url);
+    let repo = "hostile/body";
+    let upload = c.start_upload(repo).await;
+    let path = upload.strip_prefix(&server.url).unwrap_or(&upload).to_owned();
+    let mut s = connect(&server);
+    s.write_all(
+        format!("PATCH {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\nContent-Length: 1048576\r\n\r\n")
+            .as_bytes(),
+    )
+    .unwrap();
+    s.write_all(&[7u8; 1000]).unwrap();
+    let stalled = Instant::now();
+    let t = closed_after(&mut s, stalled, Duration::from_secs(6)).expect("stalled upload still open after 6 s");
+    assert!(t >= Duration::from_millis(1800), "closed after {t:?}");
+
+    // 2.5 KB over 5 s, in 100-byte pieces every 200 ms: slower than any
+    // limit, but moving.
+    let blob = data(9, 2_500);
+    let digest = sha256(&blob);
+    let upload = c.start_upload(repo).await;
+    let path = upload.strip_prefix(&server.url).unwrap_or(&upload).to_owned();
+    let sep = if path.contains('?') { '&' } else { '?' };
+    let mut s = connect(&server);
+    s.write_all(
+        format!(
+            "PUT {path}{sep}digest={digest} HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+            blob.len()
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    for piece in blob.chunks(100) {
+        std::thread::sleep(Duration::from_millis(200));
+        s.write_all(piece).unwrap();
+    }
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 201");
+    let r = c.get(&format!("/v2/{repo}/blobs/{digest}")).await;
+    assert_eq!(r.bytes().await.unwrap().as_ref(), &blob[..]);
+}
+
+/// A client that stops reading a download is closed after the body timeout
+/// (sendfile path), instead of holding its connection and file forever.
+#[tokio::test(flavor = "multi_thread")]
+async fn downloads_nobody_reads_are_closed() {
+    let server = support::tools::berth(&SHORT_LIMITS);
+    let c = Client::new(&server.url);
+    let repo = "hostile/download";
+    let blob = data(10, 32 << 20);
+    let digest = c.push_blob(repo, &blob).await;
+    let mut s = connect(&server);
+    s.write_all(format!("GET /v2/{repo}/blobs/{digest} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+    // Read nothing more: the socket buffers fill, and the server waits.
+    std::thread::sleep(Duration::from_secs(4));
+    let t = closed_after(&mut s, Instant::now(), Duration::from_secs(10));
+    assert!(t.is_some(), "a download nobody reads is still open");
+    // A reader that keeps reading gets everything.
+    let r = c.get(&format!("/v2/{repo}/blobs/{digest}")).await;
+    assert_eq!(r.bytes().await.unwrap().len(), blob.len());
+}
+
+/// With more connections than `--max-connections`, those idle the longest
+/// are closed to make room; the newest and the busy ones stay.
+#[test]
+fn the_connection_limit_sheds_the_oldest_idle() {
+    let server = support::tools::berth(&["--max-connections", "64", "--header-timeout", "60s"]);
+    let mut first: Vec<TcpStream> = (0..64).map(|_| connect(&server)).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut later: Vec<TcpStream> = (0..32).map(|_| connect(&server)).collect();
+    assert!(base_answers(server.addr, Duration::from_secs(2)));
+    std::thread::sleep(Duration::from_millis(300));
+    let closed = |conns: &mut [TcpStream]| {
+        conns
+            .iter_mut()
+            .filter_map(|s| closed_after(s, Instant::now(), Duration::from_millis(1)))
+            .count()
+    };
+    let (old, new) = (closed(&mut first), closed(&mut later));
+    assert!(old >= 32, "only {old} of the oldest connections were closed");
+    assert_eq!(new, 0, "newer connections were closed before older ones");
+}
+
+/// With 1,088 idle connections against a 1,024-descriptor limit, `GET /v2/`
+/// got no answer within 2 s. Now accept failures for lack of descriptors close
+/// idle connections, and the default connection limit (half the descriptors)
+/// keeps them from running out in the first place. Runs the real binary with
+/// the limit set.
+#[test]
+fn descriptor_exhaustion_does_not_stop_the_server() {
+    for extra in [&[][..], &["--max-connections", "100000"][..]] {
+        let data = tempfile::tempdir().unwrap();
+        let mut args = vec!["--no-self-image"];
+        args.extend_from_slice(extra);
+        let berth = support::BerthProcess::spawn_with(data.path(), &args, |cmd| {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe; the closure runs in the child before exec.
+            unsafe {
+                cmd.pre_exec(|| {
+                    let limit = libc::rlimit {
+                        rlim_cur: 1024,
+                        rlim_max: 1024,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        });
+        let idle: Vec<TcpStream> = (0..1088)
+            .filter_map(|_| TcpStream::connect_timeout(&berth.addr, Duration::from_secs(2)).ok())
+            .collect();
+        assert!(idle.len() > 1024, "{extra:?}: only {} connections", idle.len());
+        std::thread::sleep(Duration::from_millis(500));
+        let start = Instant::now();
+        assert!(
+            base_answers(berth.addr, Duration::from_secs(2)),
+            "{extra:?}: GET /v2/ got no answer within 2 s"
+        );
+        eprintln!("{extra:?}: answered in {:?}", start.elapsed());
+        drop(idle);
+    }
+}

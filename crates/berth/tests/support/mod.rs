@@ -120,11 +120,19 @@ impl BerthProcess {
     /// Runs `berth serve --listen 127.0.0.1:0 --log-format json <extra>` and
     /// waits for the line that reports the bound address.
     pub fn spawn(data: &Path, extra: &[&str]) -> BerthProcess {
+        Self::spawn_with(data, extra, |_| {})
+    }
+
+    /// Like [`BerthProcess::spawn`], with the command adjusted by `configure`
+    /// before it starts (environment, resource limits).
+    pub fn spawn_with(data: &Path, extra: &[&str], configure: impl FnOnce(&mut std::process::Command)) -> BerthProcess {
         use std::io::{BufRead, BufReader};
-        let mut child = std::process::Command::new(berth_exe())
-            .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--data"])
+        let mut cmd = std::process::Command::new(berth_exe());
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--data"])
             .arg(data)
-            .args(extra)
+            .args(extra);
+        configure(&mut cmd);
+        let mut child = cmd
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
