@@ -16,7 +16,7 @@ mod sendfile;
 mod server;
 mod uploads;
 
-pub use server::{default_max_connections, serve, ServerOptions, Timeouts};
+pub use server::{default_max_connections, serve, ClientCertificate, ServerOptions, Timeouts, Tls, TlsError, TlsFiles};
 
 use axum::body::Body;
 use axum::extract::{Request, State};

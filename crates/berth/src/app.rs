@@ -28,6 +28,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("listening on {}", args.listen))?;
         let server = start(listener, &args).await?;
+        if let Some(tls) = server.http.tls.clone() {
+            tokio::spawn(reload_on_sighup(tls));
+        }
         server.run(shutdown_signal()).await
     })
 }
@@ -77,11 +80,23 @@ pub struct Server {
     addr: SocketAddr,
     purge_interval: Duration,
     http: berth_http::ServerOptions,
+    tls_reload_interval: Duration,
 }
 
 /// Builds the registry described by `args` on an already bound listener
 /// (tests bind port 0 and keep the listener, so there is no race for the port).
 pub async fn start(listener: TcpListener, args: &ServeArgs) -> anyhow::Result<Server> {
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(
+            berth_http::Tls::load(berth_http::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: args.tls_client_ca.clone(),
+            })
+            .context("setting up TLS")?,
+        ),
+        _ => None,
+    };
     std::fs::create_dir_all(&args.data)
         .with_context(|| format!("creating the data directory {}", args.data.display()))?;
     let fs_backend = FsBackend::with_sync(&args.data, args.sync.into());
@@ -136,7 +151,9 @@ pub async fn start(listener: TcpListener, args: &ServeArgs) -> anyhow::Result<Se
                 body: args.body_timeout,
             },
             max_connections: args.max_connections,
+            tls,
         },
+        tls_reload_interval: args.tls_reload_interval,
     })
 }
 
@@ -209,12 +226,21 @@ impl Server {
 
     /// Serves until `shutdown` resolves, then finishes in-flight requests.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        tracing::info!(addr = %self.addr, "berth is serving");
+        let scheme = if self.http.tls.is_some() { "https" } else { "http" };
+        tracing::info!(addr = %self.addr, scheme, "berth is serving");
         let purge = spawn_upload_purge(self.registry.clone(), self.storage, self.purge_interval);
+        let watch = self
+            .http
+            .tls
+            .clone()
+            .map(|tls| tokio::spawn(tls.watch(self.tls_reload_interval)));
         let trim = crate::memory::spawn_trim(MEMORY_TRIM_INTERVAL);
         let result = berth_http::serve(self.listener, self.registry, self.http, shutdown).await;
         purge.abort();
         trim.abort();
+        if let Some(watch) = watch {
+            watch.abort();
+        }
         tracing::info!("berth stopped");
         Ok(result?)
     }
@@ -252,6 +278,20 @@ async fn sweep_temp_files(storage: &FsBackend) {
         Ok(0) => {}
         Ok(n) => tracing::info!(files = n, "removed temporary files of interrupted writes"),
         Err(e) => tracing::warn!(error = %e, "could not sweep temporary files"),
+    }
+}
+
+/// SIGHUP reads the TLS files again (for rotations that keep the files'
+/// modification times, and for operators who want it now).
+async fn reload_on_sighup(tls: Arc<berth_http::Tls>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot install a SIGHUP handler: TLS files reload only when they change");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        let tls = tls.clone();
+        let _ = tokio::task::spawn_blocking(move || tls.reload_logged("SIGHUP")).await;
     }
 }
 

@@ -13,6 +13,8 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once per run: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the registry (OCI Distribution Spec and Docker Registry HTTP API V2).
@@ -120,6 +122,27 @@ pub struct ServeArgs {
     /// (which berth raises to its hard limit at start).
     #[arg(long, env = "BERTH_MAX_CONNECTIONS", value_name = "N")]
     pub max_connections: Option<usize>,
+
+    /// Serve HTTPS with this certificate chain (PEM, server certificate
+    /// first). Needs --tls-key. HTTP/2 and HTTP/1.1 are offered through ALPN,
+    /// TLS 1.2 and 1.3. The files are read again when they change (or on
+    /// SIGHUP), without dropping connections.
+    #[arg(long, env = "BERTH_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "BERTH_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Verify client certificates against these CA certificates (PEM). A
+    /// client that presents one must present a valid one; its subject is
+    /// given to the request handlers. Clients without one are still served.
+    #[arg(long, env = "BERTH_TLS_CLIENT_CA", value_name = "FILE", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// How often the TLS files are checked for changes.
+    #[arg(long, env = "BERTH_TLS_RELOAD_INTERVAL", value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub tls_reload_interval: Duration,
 
     /// Serve, read-only under repository prefix PREFIX, the images at PATH: an
     /// OCI image layout directory, an OCI layout tar (skopeo's oci-archive) or a

@@ -93,7 +93,6 @@ fn bump(counter: &AtomicU64, n: usize) {
 }
 
 impl Activity {
-    #[allow(dead_code)] // until connections speak HTTP/2
     pub fn set_http2(&self) {
         self.http2.store(true, Relaxed);
     }

@@ -2,12 +2,17 @@
 //! their number, and a server that keeps accepting when descriptors run out.
 //!
 //! Plain connections speak HTTP/1.1 through a [`sendfile::Conn`] socket, so
-//! blob downloads go out with sendfile(2). Every socket is wrapped in a
-//! [`Metered`] counter that the reaper of [`connections`] watches.
+//! blob downloads go out with sendfile(2). TLS connections ([`tls`]) speak
+//! HTTP/2 or HTTP/1.1 as ALPN decides, and their bodies are copied through
+//! the TLS stream (the placeholders of [`sendfile`] only exist on plain
+//! HTTP/1 connections). Every socket is wrapped in a [`Metered`] counter that
+//! the reaper of [`connections`] watches.
 
 mod connections;
+mod tls;
 
 pub use connections::Timeouts;
+pub use tls::{ClientCertificate, Tls, TlsError, TlsFiles};
 
 use crate::sendfile;
 use axum::body::Body;
@@ -31,6 +36,8 @@ pub struct ServerOptions {
     /// closed to make room. `None`: half the process's descriptor limit (each
     /// connection may hold a file open too).
     pub max_connections: Option<usize>,
+    /// Serve HTTPS with this configuration instead of plain HTTP.
+    pub tls: Option<Arc<Tls>>,
 }
 
 impl Default for ServerOptions {
@@ -42,6 +49,7 @@ impl Default for ServerOptions {
                 body: Duration::from_secs(120),
             },
             max_connections: None,
+            tls: None,
         }
     }
 }
@@ -70,7 +78,16 @@ pub async fn serve(
     options: ServerOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    let router = crate::router(registry);
+    serve_router(listener, crate::router(registry), options, shutdown).await
+}
+
+/// [`serve`] with any router (tests give one that shows what a handler sees).
+async fn serve_router(
+    listener: TcpListener,
+    router: Router,
+    options: ServerOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
     let max_connections = options.max_connections.unwrap_or_else(default_max_connections);
     let connections = Connections::new(options.timeouts);
     let reaper = tokio::spawn(connections.clone().reap());
@@ -128,7 +145,10 @@ pub async fn serve(
         }
         let _ = stream.set_nodelay(true);
         let registration = connections.register();
-        spawn_http1(stream, registration, &router, &http1, stop_rx.clone());
+        match &options.tls {
+            None => spawn_http1(stream, registration, &router, &http1, stop_rx.clone()),
+            Some(tls) => spawn_tls(stream, registration, &router, tls.config(), &http1, stop_rx.clone()),
+        }
     }
     drop(listener);
     drop(stop_rx);
@@ -164,8 +184,54 @@ fn spawn_http1(
     let socket = sendfile::Conn::new(stream);
     let regions = socket.regions();
     let io = hyper_util::rt::TokioIo::new(Metered::new(socket, activity.clone()));
-    let conn = http1.serve_connection(io, service(router.clone(), activity));
+    let conn = http1.serve_connection(io, service(router.clone(), activity, None));
     tokio::spawn(sendfile::REGIONS.scope(regions, drive(conn, registration, stop)));
+}
+
+/// A TLS connection: the handshake (within the header timeout, like a request
+/// head), then HTTP/2 or HTTP/1.1 as ALPN chose.
+fn spawn_tls(
+    stream: TcpStream,
+    registration: Registration,
+    router: &Router,
+    config: Arc<rustls::ServerConfig>,
+    http1: &hyper::server::conn::http1::Builder,
+    mut stop: watch::Receiver<()>,
+) {
+    let router = router.clone();
+    let http1 = http1.clone();
+    tokio::spawn(async move {
+        let activity = registration.activity.clone();
+        let io = Metered::new(stream, activity.clone());
+        let handshake = tokio_rustls::TlsAcceptor::from(config).accept(io);
+        let tls = tokio::select! {
+            done = handshake => match done {
+                Ok(tls) => tls,
+                Err(e) => {
+                    tracing::debug!(error = %e, "TLS handshake failed");
+                    return;
+                }
+            },
+            _ = activity.close_requested(CloseReason::Idle) => return,
+            _ = stop.changed() => return,
+        };
+        let session = tls.get_ref().1;
+        let http2 = session.alpn_protocol() == Some(b"h2");
+        let client = session
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .and_then(|cert| ClientCertificate::from_der(cert));
+        let service = service(router, activity.clone(), client);
+        let io = hyper_util::rt::TokioIo::new(tls);
+        if http2 {
+            activity.set_http2();
+            let conn = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                .serve_connection(io, service);
+            drive(conn, registration, stop).await;
+        } else {
+            drive(http1.serve_connection(io, service), registration, stop).await;
+        }
+    });
 }
 
 /// The router as a hyper service on one connection: each request counts as
@@ -174,6 +240,7 @@ fn spawn_http1(
 fn service(
     router: Router,
     activity: Arc<Activity>,
+    client: Option<ClientCertificate>,
 ) -> impl hyper::service::Service<
     http::Request<hyper::body::Incoming>,
     Response = http::Response<TrackedBody<Body>>,
@@ -182,7 +249,10 @@ fn service(
 > + Clone {
     hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
         let guard = activity.begin_request();
-        let req = req.map(|body| Body::new(WatchedBody::new(body, activity.clone())));
+        let mut req = req.map(|body| Body::new(WatchedBody::new(body, activity.clone())));
+        if let Some(client) = &client {
+            req.extensions_mut().insert(client.clone());
+        }
         let call = tower::ServiceExt::oneshot(router.clone(), req);
         async move {
             let resp = call.await?;

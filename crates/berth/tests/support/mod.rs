@@ -183,4 +183,5 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 }
 
 pub mod images;
+pub mod tls;
 pub mod tools;
