@@ -74,7 +74,9 @@ impl From<RegistryError> for ApiError {
             E::SizeInvalid(_) => (StatusCode::BAD_REQUEST, ErrorCode::SizeInvalid),
             E::ManifestUnknown(_) => (StatusCode::NOT_FOUND, ErrorCode::ManifestUnknown),
             E::ManifestInvalid(ManifestError::TooLarge) => (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::SizeInvalid),
-            E::ManifestInvalid(_) => (StatusCode::BAD_REQUEST, ErrorCode::ManifestInvalid),
+            E::ManifestInvalid(_) | E::DescriptorSizeMismatch { .. } => {
+                (StatusCode::BAD_REQUEST, ErrorCode::ManifestInvalid)
+            }
             E::ManifestBlobUnknown(_) => (StatusCode::BAD_REQUEST, ErrorCode::ManifestBlobUnknown),
             E::NameUnknown(_) => (StatusCode::NOT_FOUND, ErrorCode::NameUnknown),
             E::Denied(_) => (StatusCode::FORBIDDEN, ErrorCode::Denied),
@@ -97,6 +99,13 @@ impl From<RegistryError> for ApiError {
             }
             E::DigestMismatch { expected, actual } => {
                 err = err.with_detail(serde_json::json!({"expected": expected, "actual": actual}));
+            }
+            E::DescriptorSizeMismatch {
+                digest,
+                declared,
+                stored,
+            } => {
+                err = err.with_detail(serde_json::json!({"digest": digest, "size": declared, "actual": stored}));
             }
             E::ManifestBlobUnknown(d) | E::BlobUnknown(d) => {
                 err = err.with_detail(serde_json::json!({"digest": d}));

@@ -3,6 +3,7 @@
 //! One fallback handler receives every request, [`route::parse`] decides the
 //! endpoint, and the handlers translate between HTTP and the registry domain.
 //! [`error::ApiError`] is the only place where errors become status codes.
+//! [`serve`] (in `server/`) accepts connections and runs them.
 
 mod access_log;
 mod admin;
@@ -13,7 +14,10 @@ mod listing;
 mod manifests;
 pub mod route;
 mod sendfile;
+mod server;
 mod uploads;
+
+pub use server::{default_max_connections, serve, ClientCertificate, ServerOptions, Timeouts, Tls, TlsError, TlsFiles};
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -24,9 +28,7 @@ use error::ApiError;
 use http::request::Parts;
 use http::{HeaderValue, Method};
 use route::Route;
-use std::future::Future;
 use std::sync::Arc;
-use tokio::net::TcpListener;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -36,68 +38,6 @@ pub struct AppState {
 /// The whole API as an axum router.
 pub fn router(registry: Arc<Registry>) -> Router {
     Router::new().fallback(dispatch).with_state(AppState { registry })
-}
-
-/// Serves the API on `listener` until `shutdown` resolves, then lets
-/// in-flight requests finish.
-///
-/// HTTP/1.1 only (what registry clients speak). Each connection runs on its own
-/// task with a [`sendfile::Conn`] socket, so blob downloads go out with
-/// sendfile(2) instead of being copied through user space.
-pub async fn serve(
-    listener: TcpListener,
-    registry: Arc<Registry>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let router = router(registry);
-    let mut http = hyper::server::conn::http1::Builder::new();
-    // Body frames must reach the socket as they are (queued, written with
-    // writev), never copied into one buffer: sendfile placeholders depend on it.
-    // (This is also why pipeline_flush stays off: it forces the copying strategy.)
-    http.writev(true);
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(());
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // Out of file descriptors or an aborted handshake: keep serving.
-                    tracing::warn!(error = %e, "accepting a connection failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                    continue;
-                }
-            },
-            _ = &mut shutdown => break,
-        };
-        let (stream, peer) = stream;
-        let _ = stream.set_nodelay(true);
-        let io = sendfile::Conn::new(stream);
-        let regions = io.regions();
-        let router = router.clone();
-        let service = hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
-            req.extensions_mut().insert(access_log::ClientAddr(peer));
-            tower::ServiceExt::oneshot(router.clone(), req.map(Body::new))
-        });
-        let conn = http.serve_connection(hyper_util::rt::TokioIo::new(io), service);
-        let mut stop = stop_rx.clone();
-        tokio::spawn(sendfile::REGIONS.scope(regions, async move {
-            let mut conn = std::pin::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => return,
-                _ = stop.changed() => {}
-            }
-            // Finish the request in flight, then close.
-            conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
-        }));
-    }
-    drop(listener);
-    drop(stop_rx);
-    let _ = stop_tx.send(());
-    // Every connection task holds a receiver until it ends.
-    stop_tx.closed().await;
-    Ok(())
 }
 
 async fn dispatch(State(state): State<AppState>, req: Request) -> Response {

@@ -31,6 +31,9 @@ pub enum RegistryError {
     ManifestInvalid(#[from] ManifestError),
     #[error("manifest references {0}, which is unknown to this repository")]
     ManifestBlobUnknown(Digest),
+    /// A descriptor in a pushed manifest whose size is not that of its content.
+    #[error("manifest invalid: the descriptor of {digest} gives size {declared}, but the content has {stored} bytes")]
+    DescriptorSizeMismatch { digest: Digest, declared: u64, stored: u64 },
     #[error("repository {0} is unknown")]
     NameUnknown(RepoName),
     #[error("{0}")]

@@ -45,6 +45,15 @@ impl ManifestCache {
         self.inner.lock().unwrap().entries.get(digest).cloned()
     }
 
+    /// Forgets a manifest whose bytes were deleted (garbage collection): a
+    /// later push of the same bytes must find them absent and store them.
+    pub(crate) fn remove(&self, digest: &Digest) {
+        let mut inner = self.inner.lock().unwrap();
+        if let Some(old) = inner.entries.remove(digest) {
+            inner.bytes -= old.bytes.len();
+        }
+    }
+
     fn insert(&self, content: ManifestContent) {
         let mut inner = self.inner.lock().unwrap();
         if inner.bytes + content.bytes.len() > CACHE_LIMIT_BYTES {
@@ -54,6 +63,18 @@ impl ManifestCache {
         inner.bytes += content.bytes.len();
         inner.entries.insert(content.digest.clone(), content);
     }
+}
+
+/// A descriptor must give the size of what it points at.
+fn check_size(descriptor: &Descriptor, stored: u64) -> Result<()> {
+    if descriptor.size == stored {
+        return Ok(());
+    }
+    Err(RegistryError::DescriptorSizeMismatch {
+        digest: descriptor.digest.clone(),
+        declared: descriptor.size,
+        stored,
+    })
 }
 
 fn parse_link(bytes: &[u8]) -> Option<Digest> {
@@ -160,26 +181,48 @@ impl Registry {
         // run side by side), and a manifest must not be accepted on it alone.
         // A sparse manifest may leave out layers and index children, never
         // the config, without which the image cannot be inspected or run.
+        // The stat of the bytes also gives their size, which the descriptor
+        // must state truly: clients trust it when they pull.
         let sparse = self.config.allow_sparse_manifests;
         for blob in manifest.required_blobs() {
-            let is_config = manifest.config.as_ref() == Some(blob);
-            if !self.exists(&layout::layer_link(name, &blob.digest)).await?
-                || !self.exists(&layout::blob_data(&blob.digest)).await?
-            {
-                if sparse && !is_config {
-                    continue;
+            let may_be_absent = sparse && manifest.config.as_ref() != Some(blob);
+            let size = if self.exists(&layout::layer_link(name, &blob.digest)).await? {
+                match self.backend.head(&layout::blob_data(&blob.digest)).await {
+                    Ok(meta) => Some(meta.size),
+                    Err(e) if e.is_not_found() => None,
+                    Err(e) => return Err(e.into()),
                 }
-                return Err(RegistryError::ManifestBlobUnknown(blob.digest.clone()));
+            } else {
+                None
+            };
+            match size {
+                Some(size) => check_size(blob, size)?,
+                None if may_be_absent => continue,
+                None => return Err(RegistryError::ManifestBlobUnknown(blob.digest.clone())),
             }
         }
-        if manifest.kind == ManifestKind::Index && !sparse {
+        if manifest.kind == ManifestKind::Index {
             for child in &manifest.manifests {
                 if !self
                     .exists(&layout::manifest_revision_link(name, &child.digest))
                     .await?
                 {
+                    if sparse {
+                        continue;
+                    }
                     return Err(RegistryError::ManifestBlobUnknown(child.digest.clone()));
                 }
+                let size = match self.manifest_cache.get(&child.digest) {
+                    Some(cached) => cached.bytes.len() as u64,
+                    None => match self.backend.head(&layout::blob_data(&child.digest)).await {
+                        Ok(meta) => meta.size,
+                        Err(e) if e.is_not_found() => {
+                            return Err(RegistryError::ManifestBlobUnknown(child.digest.clone()))
+                        }
+                        Err(e) => return Err(e.into()),
+                    },
+                };
+                check_size(child, size)?;
             }
         }
 
@@ -283,6 +326,20 @@ impl Registry {
         Ok(self.backend.list(&layout::tags_dir(name)).await?)
     }
 
+    /// The tags of `name` that point at something: a crash while a tag was
+    /// being written leaves its directory without `current/link`, and such a
+    /// tag does not exist. One stat per tag.
+    async fn resolving_tags(&self, name: &RepoName) -> Result<Vec<String>> {
+        let mut tags = Vec::new();
+        for entry in self.tag_names(name).await? {
+            let Ok(tag) = entry.parse::<Tag>() else { continue };
+            if self.exists(&layout::tag_current_link(name, &tag)).await? {
+                tags.push(entry);
+            }
+        }
+        Ok(tags)
+    }
+
     /// All tags of a repository, sorted lexically.
     pub async fn tags(&self, name: &RepoName) -> Result<Vec<String>> {
         let mut tags = if let Some(source) = self.source_for(name) {
@@ -294,7 +351,7 @@ impl Registry {
             if !children.iter().any(|c| c == "_manifests" || c == "_layers") {
                 return Err(RegistryError::NameUnknown(name.clone()));
             }
-            self.tag_names(name).await?
+            self.resolving_tags(name).await?
         };
         tags.sort();
         tags.dedup();

@@ -10,6 +10,13 @@ use std::collections::BTreeMap;
 /// The size limit on manifests accepted by PUT. The spec asks for at least 4 MiB.
 pub const MAX_MANIFEST_SIZE: usize = 4 * 1024 * 1024;
 
+/// The deepest nesting of arrays and objects accepted anywhere in a manifest,
+/// unknown fields included. Real manifests nest four or five levels (an
+/// index's descriptor's platform's features); berth stores bytes that every
+/// client will parse, and deep nesting overflows the stacks of recursive
+/// parsers.
+pub const MAX_JSON_DEPTH: usize = 64;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Platform {
@@ -71,12 +78,19 @@ pub enum ManifestError {
     TooLarge,
     #[error("manifest is not valid JSON: {0}")]
     Json(String),
+    #[error("manifest nests arrays and objects deeper than {MAX_JSON_DEPTH} levels")]
+    TooDeep,
     #[error("manifest has schemaVersion {0}; only schemaVersion 2 is supported")]
     SchemaVersion(i64),
     #[error("schema 1 manifests are not supported; push with a current client")]
     Schema1,
-    #[error("manifest mediaType {field:?} does not match the Content-Type {header:?}")]
+    #[error("manifest mediaType {field:?} does not match the request's Content-Type {header:?}")]
     MediaTypeMismatch { field: String, header: String },
+    #[error(
+        "manifest has no mediaType field, so the request's Content-Type must name its type \
+         (application/vnd.oci.image.manifest.v1+json or application/vnd.oci.image.index.v1+json), not {0:?}"
+    )]
+    UndeclaredMediaType(String),
     #[error("manifest media type {0:?} is not a manifest type this registry accepts")]
     UnknownMediaType(String),
     #[error("manifest is missing the required field {0:?}")]
@@ -107,6 +121,7 @@ impl Manifest {
         if bytes.len() > MAX_MANIFEST_SIZE {
             return Err(ManifestError::TooLarge);
         }
+        check_depth(bytes, MAX_JSON_DEPTH)?;
         let raw: Raw = serde_json::from_slice(bytes).map_err(|e| ManifestError::Json(e.to_string()))?;
         let header = content_type.map(essence).filter(|h| !h.is_empty());
         if raw.fs_layers.is_some()
@@ -123,19 +138,23 @@ impl Manifest {
             None => return Err(ManifestError::MissingField("schemaVersion")),
         }
 
-        // The document's own mediaType wins; without one, a known Content-Type
-        // decides, and failing that the shape of the document does.
+        // What berth will serve as the manifest's Content-Type must be what
+        // the client declared: with a mediaType field, the request's
+        // Content-Type must name the same type (parameters aside); without
+        // one, the Content-Type is all there is, so it must name one of the
+        // two types whose documents may omit the field (OCI image manifest
+        // and index; Docker's schema 2 types require it).
         let media_type = match (&raw.media_type, header) {
-            (Some(field), Some(h)) if field != h && is_manifest_type(h) => {
+            (Some(field), Some(h)) if h.eq_ignore_ascii_case(field) => field.clone(),
+            (Some(field), h) => {
                 return Err(ManifestError::MediaTypeMismatch {
                     field: field.clone(),
-                    header: h.to_owned(),
+                    header: h.unwrap_or_default().to_owned(),
                 })
             }
-            (Some(field), _) => field.clone(),
-            (None, Some(h)) if is_manifest_type(h) => h.to_owned(),
-            (None, _) if raw.manifests.is_some() => media_type::OCI_INDEX.to_owned(),
-            (None, _) => media_type::OCI_MANIFEST.to_owned(),
+            (None, Some(h)) if h.eq_ignore_ascii_case(media_type::OCI_MANIFEST) => media_type::OCI_MANIFEST.to_owned(),
+            (None, Some(h)) if h.eq_ignore_ascii_case(media_type::OCI_INDEX) => media_type::OCI_INDEX.to_owned(),
+            (None, h) => return Err(ManifestError::UndeclaredMediaType(h.unwrap_or_default().to_owned())),
         };
 
         let kind = if media_type::is_index(&media_type) {
@@ -196,8 +215,39 @@ impl Manifest {
     }
 }
 
-fn is_manifest_type(t: &str) -> bool {
-    media_type::is_index(t) || media_type::is_image_manifest(t)
+/// Refuses JSON nested deeper than `limit`, with one pass over the bytes and
+/// before any parsing: serde_json skips unknown fields without a depth limit,
+/// so a 100,000-deep array in an unknown field would otherwise be stored.
+/// Brackets inside strings do not count; a string ends at an unescaped quote.
+/// Malformed JSON is left for the parser to report.
+fn check_depth(bytes: &[u8], limit: usize) -> Result<(), ManifestError> {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in bytes {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > limit {
+                    return Err(ManifestError::TooDeep);
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Builds the body of `GET /v2/<name>/referrers/<digest>`: an OCI index of
@@ -243,12 +293,76 @@ mod tests {
     }
 
     #[test]
-    fn media_type_from_header_or_shape() {
-        let body = r#"{"schemaVersion":2,"manifests":[]}"#;
-        let m = Manifest::parse(body.as_bytes(), None).unwrap();
-        assert_eq!(m.media_type, media_type::OCI_INDEX);
-        let m = Manifest::parse(body.as_bytes(), Some(media_type::DOCKER_MANIFEST_LIST)).unwrap();
-        assert_eq!(m.media_type, media_type::DOCKER_MANIFEST_LIST);
+    fn content_type_must_match_the_media_type_field() {
+        let body = image(media_type::OCI_MANIFEST);
+        for ok in [
+            media_type::OCI_MANIFEST.to_owned(),
+            format!("{}; charset=utf-8", media_type::OCI_MANIFEST),
+            format!(" {} ;q=1", media_type::OCI_MANIFEST.to_uppercase()),
+        ] {
+            let m = Manifest::parse(body.as_bytes(), Some(&ok)).unwrap_or_else(|e| panic!("{ok}: {e}"));
+            assert_eq!(m.media_type, media_type::OCI_MANIFEST);
+        }
+        // What the hostile probe sent, and no Content-Type at all.
+        for bad in [Some("text/plain"), Some("application/json"), Some(""), None] {
+            assert!(
+                matches!(
+                    Manifest::parse(body.as_bytes(), bad),
+                    Err(ManifestError::MediaTypeMismatch { .. })
+                ),
+                "{bad:?}"
+            );
+        }
+        let list = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{}","manifests":[]}}"#,
+            media_type::DOCKER_MANIFEST_LIST
+        );
+        assert!(Manifest::parse(list.as_bytes(), Some(media_type::OCI_INDEX)).is_err());
+        let m = Manifest::parse(list.as_bytes(), Some(media_type::DOCKER_MANIFEST_LIST)).unwrap();
+        assert_eq!(m.kind, ManifestKind::Index);
+    }
+
+    #[test]
+    fn without_a_media_type_field_the_content_type_decides() {
+        let index = r#"{"schemaVersion":2,"manifests":[]}"#;
+        let m = Manifest::parse(index.as_bytes(), Some(media_type::OCI_INDEX)).unwrap();
+        assert_eq!(
+            (m.media_type.as_str(), m.kind),
+            (media_type::OCI_INDEX, ManifestKind::Index)
+        );
+        let image =
+            image(media_type::OCI_MANIFEST).replace(&format!(r#""mediaType":"{}","#, media_type::OCI_MANIFEST), "");
+        assert!(!image.contains(media_type::OCI_MANIFEST));
+        let m = Manifest::parse(image.as_bytes(), Some(media_type::OCI_MANIFEST)).unwrap();
+        assert_eq!(
+            (m.media_type.as_str(), m.kind),
+            (media_type::OCI_MANIFEST, ManifestKind::Image)
+        );
+        // Nothing declared, something else declared, or a Docker type (whose
+        // documents must carry the field): refused.
+        for bad in [
+            None,
+            Some("application/json"),
+            Some(media_type::DOCKER_MANIFEST_LIST),
+            Some(media_type::DOCKER_MANIFEST),
+        ] {
+            assert!(
+                matches!(
+                    Manifest::parse(index.as_bytes(), bad),
+                    Err(ManifestError::UndeclaredMediaType(_))
+                ),
+                "{bad:?}"
+            );
+        }
+        // The declared type must fit the document's shape.
+        assert_eq!(
+            Manifest::parse(index.as_bytes(), Some(media_type::OCI_MANIFEST)).unwrap_err(),
+            ManifestError::MissingField("config")
+        );
+        assert_eq!(
+            Manifest::parse(image.as_bytes(), Some(media_type::OCI_INDEX)).unwrap_err(),
+            ManifestError::MissingField("manifests")
+        );
     }
 
     #[test]
@@ -265,21 +379,70 @@ mod tests {
             Err(ManifestError::Schema1)
         ));
         assert!(matches!(
-            Manifest::parse(br#"{"schemaVersion":2,"mediaType":"text/plain"}"#, None),
+            Manifest::parse(br#"{"schemaVersion":2,"mediaType":"text/plain"}"#, Some("text/plain")),
             Err(ManifestError::UnknownMediaType(_))
         ));
         assert!(matches!(
             Manifest::parse(
                 format!(r#"{{"schemaVersion":2,"mediaType":"{}"}}"#, media_type::OCI_MANIFEST).as_bytes(),
-                None
+                Some(media_type::OCI_MANIFEST)
             ),
             Err(ManifestError::MissingField("config"))
         ));
         let bad_digest = image(media_type::OCI_MANIFEST).replace("e3b0", "zzzz");
         assert!(matches!(
-            Manifest::parse(bad_digest.as_bytes(), None),
+            Manifest::parse(bad_digest.as_bytes(), Some(media_type::OCI_MANIFEST)),
             Err(ManifestError::Json(_))
         ));
+    }
+
+    #[test]
+    fn depth_is_bounded_everywhere() {
+        let nested = |depth: usize| format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        let with_unknown =
+            |value: &str| image(media_type::OCI_MANIFEST).replacen('{', &format!(r#"{{"x":{value},"#), 1);
+        // The manifest itself is one level and the unknown field's array the next.
+        let ok = with_unknown(&nested(MAX_JSON_DEPTH - 1));
+        Manifest::parse(ok.as_bytes(), Some(media_type::OCI_MANIFEST)).unwrap();
+        let deep = with_unknown(&nested(MAX_JSON_DEPTH));
+        assert_eq!(
+            Manifest::parse(deep.as_bytes(), Some(media_type::OCI_MANIFEST)).unwrap_err(),
+            ManifestError::TooDeep
+        );
+        // What the hostile probe sent: 100,000 levels in an unknown field.
+        let probe = with_unknown(&nested(100_000));
+        assert_eq!(
+            Manifest::parse(probe.as_bytes(), Some(media_type::OCI_MANIFEST)).unwrap_err(),
+            ManifestError::TooDeep
+        );
+        // Deep in a known field, and in an annotation's value, is refused the same way.
+        let in_annotations =
+            image(media_type::OCI_MANIFEST).replacen('{', &format!(r#"{{"annotations":{{"a":{}}},"#, nested(100)), 1);
+        assert_eq!(
+            Manifest::parse(in_annotations.as_bytes(), None).unwrap_err(),
+            ManifestError::TooDeep
+        );
+    }
+
+    #[test]
+    fn brackets_in_strings_do_not_count() {
+        let deep_text = "[{".repeat(200);
+        for value in [
+            format!(r#""{deep_text}""#),
+            // An escaped quote does not end the string; an escaped backslash does not escape the quote.
+            format!(r#""\"{deep_text}""#),
+            format!(r#""\\\"{deep_text}""#),
+        ] {
+            let body =
+                image(media_type::OCI_MANIFEST).replacen('{', &format!(r#"{{"annotations":{{"a":{value}}},"#), 1);
+            Manifest::parse(body.as_bytes(), Some(media_type::OCI_MANIFEST)).unwrap_or_else(|e| panic!("{e}: {body}"));
+        }
+        // An escaped backslash does not escape the quote after it: the string ends there.
+        assert_eq!(check_depth(br#"{"a":"\\"}"#, 1), Ok(()));
+        assert_eq!(check_depth(br#"{"a":"\\",[]}"#, 1), Err(ManifestError::TooDeep));
+        assert_eq!(check_depth(&[b'['; 3], 2), Err(ManifestError::TooDeep));
+        assert_eq!(check_depth(br#"["]]]]", [[]]]"#, 3), Ok(()));
+        assert_eq!(check_depth(br#"["]]]]", [[[]]]]"#, 3), Err(ManifestError::TooDeep));
     }
 
     #[test]

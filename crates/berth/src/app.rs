@@ -18,6 +18,7 @@ use tracing_subscriber::EnvFilter;
 /// Runs `berth serve` to completion: logging, runtime, listener, signals.
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     init_logging(args.log_format, &args.log)?;
+    raise_descriptor_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -27,8 +28,35 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("listening on {}", args.listen))?;
         let server = start(listener, &args).await?;
+        if let Some(tls) = server.http.tls.clone() {
+            tokio::spawn(reload_on_sighup(tls));
+        }
         server.run(shutdown_signal()).await
     })
+}
+
+/// Raises the soft limit on open file descriptors to the hard limit: every
+/// connection is one, and a download holds a file open too. The default soft
+/// limit (1,024 on most systems) is a relic of select(2), which berth does not use.
+fn raise_descriptor_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write the struct they are given.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 || limit.rlim_cur >= limit.rlim_max {
+            return;
+        }
+        let soft = limit.rlim_cur;
+        limit.rlim_cur = limit.rlim_max;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+            tracing::debug!(from = soft, to = limit.rlim_max, "raised the open file limit");
+        } else {
+            tracing::warn!(error = %std::io::Error::last_os_error(), limit = soft,
+                "could not raise the open file limit");
+        }
+    }
 }
 
 fn init_logging(format: LogFormat, filter: &str) -> anyhow::Result<()> {
@@ -48,25 +76,40 @@ fn init_logging(format: LogFormat, filter: &str) -> anyhow::Result<()> {
 pub struct Server {
     listener: TcpListener,
     registry: Arc<Registry>,
+    storage: FsBackend,
     addr: SocketAddr,
     purge_interval: Duration,
     /// How often to collect garbage; `None` when scheduled passes are off.
     gc_interval: Option<Duration>,
     /// What the startup line says about storage.
-    storage: String,
+    storage_line: String,
     /// Held while the server runs: one server per data directory.
     _lock: DataDirLock,
+    http: berth_http::ServerOptions,
+    tls_reload_interval: Duration,
 }
 
 /// Builds the registry described by `args` on an already bound listener
 /// (tests bind port 0 and keep the listener, so there is no race for the port).
 pub async fn start(listener: TcpListener, args: &ServeArgs) -> anyhow::Result<Server> {
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(
+            berth_http::Tls::load(berth_http::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: args.tls_client_ca.clone(),
+            })
+            .context("setting up TLS")?,
+        ),
+        _ => None,
+    };
     std::fs::create_dir_all(&args.data)
         .with_context(|| format!("creating the data directory {}", args.data.display()))?;
     // Before anything is written: a second server on the directory is refused.
     let lock = DataDirLock::acquire(&args.data)?;
     let fs_backend = FsBackend::with_sync(&args.data, args.sync.into());
-    // Deletes interrupted by a crash left their trees in the trash.
+    // Deletes interrupted by a crash left their trees in the trash, and
+    // interrupted writes their temporary files.
     let sweeper = fs_backend.clone();
     tokio::spawn(async move {
         match sweeper.sweep_trash().await {
@@ -74,14 +117,16 @@ pub async fn start(listener: TcpListener, args: &ServeArgs) -> anyhow::Result<Se
             Ok(n) => tracing::info!(trees = n, "removed what interrupted deletes left in the trash"),
             Err(e) => tracing::warn!(error = %e, "could not empty the trash"),
         }
+        sweep_temp_files(&sweeper).await;
     });
+    let sweeper_for_run = fs_backend.clone();
     let backend: Arc<dyn Backend> = Arc::new(fs_backend);
     let config = RegistryConfig {
         upload_max_age: Duration::from_secs(args.upload_max_age_secs),
         allow_sparse_manifests: args.allow_sparse_manifests,
         deletes: args.deletes == Switch::On,
-        gc_grace: args.gc_grace.0,
-        delete_untagged_after: args.delete_untagged_after.map(|s| s.0),
+        gc_grace: args.gc_grace,
+        delete_untagged_after: args.delete_untagged_after,
     };
     let mut registry = Registry::new(backend.clone(), config);
     if !args.no_self_image {
@@ -107,11 +152,22 @@ pub async fn start(listener: TcpListener, args: &ServeArgs) -> anyhow::Result<Se
     Ok(Server {
         listener,
         registry,
+        storage: sweeper_for_run,
         addr,
         purge_interval: Duration::from_secs(args.upload_purge_interval_secs.max(1)),
-        gc_interval: (!args.gc_interval.0.is_zero()).then_some(args.gc_interval.0),
-        storage: describe_storage(args),
+        gc_interval: (!args.gc_interval.is_zero()).then_some(args.gc_interval),
+        storage_line: describe_storage(args),
         _lock: lock,
+        http: berth_http::ServerOptions {
+            timeouts: berth_http::Timeouts {
+                header: args.header_timeout,
+                idle: args.idle_timeout,
+                body: args.body_timeout,
+            },
+            max_connections: args.max_connections,
+            tls,
+        },
+        tls_reload_interval: args.tls_reload_interval,
     })
 }
 
@@ -234,16 +290,25 @@ impl Server {
 
     /// Serves until `shutdown` resolves, then finishes in-flight requests.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        tracing::info!(addr = %self.addr, storage = %self.storage, "berth is serving");
-        let purge = spawn_upload_purge(self.registry.clone(), self.purge_interval);
+        let scheme = if self.http.tls.is_some() { "https" } else { "http" };
+        tracing::info!(addr = %self.addr, scheme, storage = %self.storage_line, "berth is serving");
+        let purge = spawn_upload_purge(self.registry.clone(), self.storage, self.purge_interval);
         let gc = self.gc_interval.map(|every| spawn_gc(self.registry.clone(), every));
+        let watch = self
+            .http
+            .tls
+            .clone()
+            .map(|tls| tokio::spawn(tls.watch(self.tls_reload_interval)));
         let trim = crate::memory::spawn_trim(MEMORY_TRIM_INTERVAL);
-        let result = berth_http::serve(self.listener, self.registry, shutdown).await;
+        let result = berth_http::serve(self.listener, self.registry, self.http, shutdown).await;
         purge.abort();
         if let Some(gc) = gc {
             gc.abort();
         }
         trim.abort();
+        if let Some(watch) = watch {
+            watch.abort();
+        }
         tracing::info!("berth stopped");
         Ok(result?)
     }
@@ -252,16 +317,22 @@ impl Server {
 /// How often memory kept for reuse during transfers goes back to the kernel.
 const MEMORY_TRIM_INTERVAL: Duration = Duration::from_secs(10);
 
-fn spawn_upload_purge(registry: Arc<Registry>, every: Duration) -> tokio::task::JoinHandle<()> {
+/// Removes stale uploads now and then, and the temporary files of writes
+/// interrupted by a crash (a restart soon after one finds them too young to
+/// be sure no writer holds them, so the start's sweep may leave them).
+fn spawn_upload_purge(registry: Arc<Registry>, storage: FsBackend, every: Duration) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
+        // The first tick is immediate; the start already swept.
+        tick.tick().await;
         loop {
-            tick.tick().await;
             match registry.purge_stale_uploads().await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(removed = n, "removed stale uploads"),
                 Err(e) => tracing::warn!(error = %e, "purging stale uploads failed"),
             }
+            tick.tick().await;
+            sweep_temp_files(&storage).await;
         }
     })
 }
@@ -280,6 +351,32 @@ fn spawn_gc(registry: Arc<Registry>, every: Duration) -> tokio::task::JoinHandle
             }
         }
     })
+}
+
+/// Temporary files older than this are a crash's leftovers: a live write holds
+/// its own for one write and a sync or two.
+const TEMP_FILE_MAX_AGE: Duration = Duration::from_secs(15 * 60);
+
+async fn sweep_temp_files(storage: &FsBackend) {
+    match storage.sweep_temp_files(TEMP_FILE_MAX_AGE).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(files = n, "removed temporary files of interrupted writes"),
+        Err(e) => tracing::warn!(error = %e, "could not sweep temporary files"),
+    }
+}
+
+/// SIGHUP reads the TLS files again (for rotations that keep the files'
+/// modification times, and for operators who want it now).
+async fn reload_on_sighup(tls: Arc<berth_http::Tls>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot install a SIGHUP handler: TLS files reload only when they change");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        let tls = tls.clone();
+        let _ = tokio::task::spawn_blocking(move || tls.reload_logged("SIGHUP")).await;
+    }
 }
 
 async fn shutdown_signal() {

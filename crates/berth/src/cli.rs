@@ -6,6 +6,7 @@
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 #[derive(Debug, Parser)]
 #[command(name = "berth", version, about = "A container image registry in one static binary", long_about = None)]
@@ -14,6 +15,8 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once per run: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the registry (OCI Distribution Spec and Docker Registry HTTP API V2).
@@ -106,19 +109,19 @@ pub struct ServeArgs {
     /// How often the server runs a garbage collection pass (`90s`, `30m`,
     /// `12h`, `7d`, or seconds); `0` turns scheduled passes off.
     #[arg(long, env = "BERTH_GC_INTERVAL", default_value = "24h", value_parser = parse_span)]
-    pub gc_interval: Span,
+    pub gc_interval: Duration,
 
     /// Garbage collection never deletes a blob or link younger than this:
     /// layers are pushed before the manifest that references them. Keep it at
     /// least as long as an upload may take.
     #[arg(long, env = "BERTH_GC_GRACE", default_value = "24h", value_parser = parse_span)]
-    pub gc_grace: Span,
+    pub gc_grace: Duration,
 
     /// Garbage collection also removes untagged manifests older than this
     /// (never the children of a kept index, nor referrers of a kept subject).
     /// Unset, untagged manifests are kept.
     #[arg(long, env = "BERTH_DELETE_UNTAGGED_AFTER", value_parser = parse_span)]
-    pub delete_untagged_after: Option<Span>,
+    pub delete_untagged_after: Option<Duration>,
 
     /// Repository under which berth serves its own image (NAME:latest and
     /// NAME:<version>), read-only. `docker run` it to get another berth.
@@ -141,6 +144,49 @@ pub struct ServeArgs {
     /// only some of its platforms). An image's config must still be pushed.
     #[arg(long, env = "BERTH_ALLOW_SPARSE_MANIFESTS")]
     pub allow_sparse_manifests: bool,
+
+    /// A client must send a whole request head within this time (counted
+    /// from its first byte, or from the connection's start for the first
+    /// request). Durations are like `30s`, `500ms`, `2m` or a number of seconds.
+    #[arg(long, env = "BERTH_HEADER_TIMEOUT", value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub header_timeout: Duration,
+
+    /// An open connection with no request in flight is closed after this long.
+    #[arg(long, env = "BERTH_IDLE_TIMEOUT", value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// A request whose body (upload) or response (download) moves no byte for
+    /// this long while the server waits on the client is closed. Slow links
+    /// still move bytes; a dead one does not.
+    #[arg(long, env = "BERTH_BODY_TIMEOUT", value_name = "DURATION", default_value = "120s", value_parser = parse_duration)]
+    pub body_timeout: Duration,
+
+    /// At most this many open connections; past it, those idle the longest
+    /// are closed to make room. Default: half the file descriptor limit
+    /// (which berth raises to its hard limit at start).
+    #[arg(long, env = "BERTH_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
+
+    /// Serve HTTPS with this certificate chain (PEM, server certificate
+    /// first). Needs --tls-key. HTTP/2 and HTTP/1.1 are offered through ALPN,
+    /// TLS 1.2 and 1.3. The files are read again when they change (or on
+    /// SIGHUP), without dropping connections.
+    #[arg(long, env = "BERTH_TLS_CERT", value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "BERTH_TLS_KEY", value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Verify client certificates against these CA certificates (PEM). A
+    /// client that presents one must present a valid one; its subject is
+    /// given to the request handlers. Clients without one are still served.
+    #[arg(long, env = "BERTH_TLS_CLIENT_CA", value_name = "FILE", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// How often the TLS files are checked for changes.
+    #[arg(long, env = "BERTH_TLS_RELOAD_INTERVAL", value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub tls_reload_interval: Duration,
 
     /// Serve, read-only under repository prefix PREFIX, the images at PATH: an
     /// OCI image layout directory, an OCI layout tar (skopeo's oci-archive) or a
@@ -194,72 +240,15 @@ pub struct GcArgs {
 
     /// Never delete a blob or link younger than this.
     #[arg(long, default_value = "24h", value_parser = parse_span)]
-    pub grace: Span,
+    pub grace: Duration,
 
     /// Also remove untagged manifests older than this.
     #[arg(long, value_parser = parse_span)]
-    pub delete_untagged_after: Option<Span>,
+    pub delete_untagged_after: Option<Duration>,
 
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
-}
-
-/// A span of time: `90s`, `30m`, `12h`, `7d`, or a number of seconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Span(pub std::time::Duration);
-
-impl std::fmt::Display for Span {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let secs = self.0.as_secs();
-        for (unit, len) in [("d", 86400), ("h", 3600), ("m", 60)] {
-            if secs > 0 && secs.is_multiple_of(len) {
-                return write!(f, "{}{unit}", secs / len);
-            }
-        }
-        write!(f, "{secs}s")
-    }
-}
-
-pub fn parse_span(s: &str) -> Result<Span, String> {
-    let s = s.trim();
-    let (number, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
-        Some(i) => s.split_at(i),
-        None => (s, "s"),
-    };
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("{s:?} is not a span of time like 90s, 30m, 12h or 7d"))?;
-    let unit_secs = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86400,
-        _ => return Err(format!("{s:?}: the unit must be s, m, h or d")),
-    };
-    n.checked_mul(unit_secs)
-        .map(|secs| Span(std::time::Duration::from_secs(secs)))
-        .ok_or_else(|| format!("{s:?} is too long"))
-}
-
-#[cfg(test)]
-mod span_tests {
-    use super::*;
-
-    #[test]
-    fn spans_parse_and_print() {
-        assert_eq!(parse_span("90").unwrap().0.as_secs(), 90);
-        assert_eq!(parse_span("90s").unwrap().0.as_secs(), 90);
-        assert_eq!(parse_span("30m").unwrap().0.as_secs(), 1800);
-        assert_eq!(parse_span("7d").unwrap().0.as_secs(), 7 * 86400);
-        assert_eq!(parse_span("0").unwrap().0.as_secs(), 0);
-        for bad in ["", "d", "7w", "-1h", "1.5h", "99999999999999999999d"] {
-            assert!(parse_span(bad).is_err(), "{bad}");
-        }
-        assert_eq!(parse_span("24h").unwrap().to_string(), "1d");
-        assert_eq!(parse_span("90").unwrap().to_string(), "90s");
-        assert_eq!(parse_span("0").unwrap().to_string(), "0s");
-    }
 }
 
 #[derive(Debug, Args)]
@@ -275,4 +264,55 @@ pub struct ExportArgs {
     /// Data directory of the berth to export from.
     #[arg(long, env = "BERTH_DATA", default_value = "./data")]
     pub data: PathBuf,
+}
+
+/// Parses `30s`, `500ms`, `2m`, `1h` or a plain number of seconds (fractions allowed).
+/// A positive duration: `30s`, `500ms`, `2m`, `12h`, `7d`, `1.5s`, or seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    match parse_span(s)? {
+        d if d.is_zero() => Err(format!("{s:?}: a duration must be positive")),
+        d => Ok(d),
+    }
+}
+
+/// Like [`parse_duration`], and `0` is allowed (to turn something off, or
+/// no grace period at all).
+pub fn parse_span(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (like 30s, 500ms, 2m, 12h, 7d)"))?;
+    let seconds = match unit.trim() {
+        "" | "s" => value,
+        "ms" => value / 1000.0,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        "d" => value * 86400.0,
+        other => return Err(format!("unknown unit {other:?} in {s:?} (use ms, s, m, h or d)")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|_| format!("{s:?} is not a duration this long or short"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86400)));
+        for bad in ["", "s", "0", "-1s", "10 parsecs", "1e999", "7w"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_span("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_span("24h"), Ok(Duration::from_secs(86400)));
+        assert!(parse_span("-1").is_err());
+    }
 }

@@ -29,8 +29,8 @@ pub fn run(args: GcArgs) -> anyhow::Result<()> {
         let registry = Registry::new(Arc::new(FsBackend::new(&args.data)), RegistryConfig::default());
         registry
             .collect_garbage(&GcOptions {
-                grace: args.grace.0,
-                delete_untagged_after: args.delete_untagged_after.map(|s| s.0),
+                grace: args.grace,
+                delete_untagged_after: args.delete_untagged_after,
                 dry_run: args.dry_run,
             })
             .await

@@ -301,6 +301,9 @@ impl Registry {
         if result.is_ok() {
             result = self.backend.delete_prefix(&layout::blob_dir(&digest)).await;
         }
+        // Before the release: a push of the same manifest after it must not
+        // find the deleted bytes in the cache and skip storing them.
+        self.manifest_cache.remove(&digest);
         self.gate.release(&digest);
         result?;
         Ok(Some((size, links.len())))

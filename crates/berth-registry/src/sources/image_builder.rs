@@ -301,7 +301,7 @@ mod tests {
         assert!(v.get("created").is_none());
 
         let manifest = manifest_json(&config, &layer);
-        let parsed = berth_spec::Manifest::parse(&manifest, None).unwrap();
+        let parsed = berth_spec::Manifest::parse(&manifest, Some(media_type::OCI_MANIFEST)).unwrap();
         assert_eq!(parsed.media_type, media_type::OCI_MANIFEST);
         assert_eq!(parsed.config.as_ref().unwrap().digest, Digest::sha256_of(&config));
         assert_eq!(parsed.layers[0].digest, layer.digest);

@@ -224,7 +224,7 @@ fn hash_executable(mut file: File, alive: std::sync::Weak<()>) -> std::io::Resul
 async fn load_cached(backend: &dyn Backend, dir: &str) -> Option<Built> {
     let manifest = backend.get(&format!("{dir}/{MANIFEST_FILE}")).await.ok()?;
     let config = backend.get(&format!("{dir}/{CONFIG_FILE}")).await.ok()?;
-    let parsed = berth_spec::Manifest::parse(&manifest, None).ok()?;
+    let parsed = berth_spec::Manifest::parse(&manifest, Some(berth_spec::media_type::OCI_MANIFEST)).ok()?;
     let layer_desc = parsed.layers.first()?;
     let v: serde_json::Value = serde_json::from_slice(&config).ok()?;
     let diff_id: Digest = v["rootfs"]["diff_ids"][0].as_str()?.parse().ok()?;
@@ -384,7 +384,7 @@ mod tests {
         let d = src.ready().await.unwrap();
         let name: RepoName = "berth".parse().unwrap();
         let m = src.manifest(&name, &Reference::Digest(d.clone())).await.unwrap();
-        let parsed = berth_spec::Manifest::parse(&m.bytes, None).unwrap();
+        let parsed = berth_spec::Manifest::parse(&m.bytes, Some(&m.media_type)).unwrap();
         let layer = &parsed.layers[0];
         let blob = src.blob(&name, &layer.digest, None).await.unwrap();
         assert_eq!(blob.size, layer.size);

@@ -121,6 +121,59 @@ impl FsBackend {
         .await
     }
 
+    /// Removes the temporary files (`.tmp-*`) that writes interrupted by a
+    /// crash left behind, with the directories that only they kept alive (an
+    /// interrupted tag write leaves `tags/<tag>/index/.../.tmp-*` and nothing
+    /// else). Only files older than `older_than` go: a live write holds its
+    /// temporary file for one write and a sync or two, and one that lost it
+    /// anyway writes it again (as when a delete takes its directory). Walks
+    /// the whole data directory, on a blocking thread; returns how many files.
+    pub async fn sweep_temp_files(&self, older_than: std::time::Duration) -> Result<usize> {
+        let root = self.root.clone();
+        blocking(move || {
+            let trash = root.join(crate::layout::FS_TRASH);
+            let now = std::time::SystemTime::now();
+            let mut removed = 0;
+            let mut dirs = vec![root.to_path_buf()];
+            while let Some(dir) = dirs.pop() {
+                let entries = match fs::read_dir(&dir) {
+                    Ok(entries) => entries,
+                    // Gone since it was listed (a delete, or this sweep's own removal).
+                    Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => continue,
+                    Err(e) => return Err(StorageError::io(&dir.display().to_string(), e)),
+                };
+                let mut emptied = false;
+                for entry in entries.flatten() {
+                    let path = entry.path();
+                    let Ok(kind) = entry.file_type() else { continue };
+                    if kind.is_dir() {
+                        if path != trash {
+                            dirs.push(path);
+                        }
+                        continue;
+                    }
+                    if !entry.file_name().as_encoded_bytes().starts_with(b".tmp-") {
+                        continue;
+                    }
+                    let stale = entry
+                        .metadata()
+                        .and_then(|m| m.modified())
+                        .map(|t| now.duration_since(t).is_ok_and(|age| age > older_than))
+                        .unwrap_or(false);
+                    if stale && fs::remove_file(&path).is_ok() {
+                        removed += 1;
+                        emptied = true;
+                    }
+                }
+                if emptied {
+                    remove_empty_ancestors(&root, &dir);
+                }
+            }
+            Ok(removed)
+        })
+        .await
+    }
+
     fn path(&self, key: &str) -> PathBuf {
         debug_assert!(
             !key.split('/').any(|c| c == ".." || c.is_empty()),
@@ -147,6 +200,19 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 /// the same trade-off for open/stat.
 async fn inline<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
     f()
+}
+
+/// Removes `dir` and then its parents while they are empty, up to (not
+/// including) `root`. A writer that created one of them and has not yet put
+/// a file in it finds it gone and creates it again (see [`with_parent`]).
+fn remove_empty_ancestors(root: &Path, dir: &Path) {
+    let mut dir = dir;
+    while dir != root && dir.starts_with(root) && fs::remove_dir(dir).is_ok() {
+        match dir.parent() {
+            Some(parent) => dir = parent,
+            None => return,
+        }
+    }
 }
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
@@ -577,6 +643,51 @@ mod tests {
             .is_none());
         assert!(b.list("r/tags").await.unwrap().is_empty());
         b.delete_prefix("r/tags/absent").await.unwrap();
+    }
+
+    /// What a crash in the middle of a tag write leaves is swept, with the
+    /// directories only it kept; a young temporary file (a live write's) and
+    /// everything else stay.
+    #[tokio::test]
+    async fn stale_temp_files_are_swept() {
+        let (d, b) = backend();
+        let hour = std::time::Duration::from_secs(3600);
+        let old = std::time::SystemTime::now() - 2 * hour;
+        let tag = d.path().join("r/_manifests/tags/broken/index/sha256/ab");
+        fs::create_dir_all(&tag).unwrap();
+        File::create(tag.join(".tmp-1")).unwrap().set_modified(old).unwrap();
+        let half = d.path().join("r/_manifests/tags/half/current");
+        fs::create_dir_all(&half).unwrap();
+        File::create(half.join(".tmp-2")).unwrap().set_modified(old).unwrap();
+        b.put("r/_manifests/tags/half/index/sha256/cd/link", Bytes::from_static(b"d"))
+            .await
+            .unwrap();
+        let live = d.path().join("r/_manifests/tags/live/current");
+        fs::create_dir_all(&live).unwrap();
+        fs::write(live.join(".tmp-3"), b"being written").unwrap();
+        b.put("r/_manifests/tags/good/current/link", Bytes::from_static(b"d"))
+            .await
+            .unwrap();
+        File::open(d.path().join("r/_manifests/tags/good/current/link"))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        let trash = d.path().join(crate::layout::FS_TRASH).join("t");
+        fs::create_dir_all(&trash).unwrap();
+        File::create(trash.join(".tmp-4")).unwrap().set_modified(old).unwrap();
+
+        assert_eq!(b.sweep_temp_files(hour).await.unwrap(), 2);
+        let mut tags = b.list("r/_manifests/tags").await.unwrap();
+        tags.sort();
+        assert_eq!(tags, ["good", "half", "live"]);
+        assert!(!half.exists(), "the emptied current/ goes, the rest of the tag stays");
+        assert!(b.head("r/_manifests/tags/half/index/sha256/cd/link").await.is_ok());
+        assert!(live.join(".tmp-3").exists());
+        assert!(trash.join(".tmp-4").exists(), "the trash is swept on its own");
+        assert_eq!(b.sweep_temp_files(hour).await.unwrap(), 0);
+        // Nothing to sweep in a data directory that does not exist yet.
+        let gone = FsBackend::new(d.path().join("absent"));
+        assert_eq!(gone.sweep_temp_files(hour).await.unwrap(), 0);
     }
 
     #[tokio::test]

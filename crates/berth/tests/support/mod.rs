@@ -122,21 +122,36 @@ impl BerthProcess {
     /// Runs `berth serve --listen 127.0.0.1:0 --log-format json <extra>` and
     /// waits for the line that reports the bound address.
     pub fn spawn(data: &Path, extra: &[&str]) -> BerthProcess {
+        Self::spawn_with(data, extra, |_| {})
+    }
+
+    /// Like [`BerthProcess::spawn`], with the command adjusted by `configure`
+    /// before it starts (environment, resource limits).
+    pub fn spawn_with(data: &Path, extra: &[&str], configure: impl FnOnce(&mut std::process::Command)) -> BerthProcess {
         let mut args: Vec<std::ffi::OsString> = ["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--data"]
             .iter()
             .map(Into::into)
             .collect();
         args.push(data.into());
         args.extend(extra.iter().map(Into::into));
-        Self::spawn_args(&args)
+        Self::start(&args, configure)
     }
 
     /// Runs `berth <args>` as they are (which must make berth log JSON and
     /// listen on 127.0.0.1) and waits for the line that reports the bound address.
     pub fn spawn_args<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> BerthProcess {
+        Self::start(args, |_| {})
+    }
+
+    fn start<S: AsRef<std::ffi::OsStr>>(
+        args: &[S],
+        configure: impl FnOnce(&mut std::process::Command),
+    ) -> BerthProcess {
         use std::io::{BufRead, BufReader};
-        let mut child = std::process::Command::new(berth_exe())
-            .args(args)
+        let mut cmd = std::process::Command::new(berth_exe());
+        cmd.args(args);
+        configure(&mut cmd);
+        let mut child = cmd
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
@@ -229,4 +244,5 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 }
 
 pub mod images;
+pub mod tls;
 pub mod tools;
