@@ -428,3 +428,21 @@ async fn pushes_and_a_collector_in_a_loop_lose_no_acknowledged_image() {
     }
     assert_eq!(stored, referenced, "garbage left, or referenced blobs missing");
 }
+
+/// A manifest read (so cached), deleted, collected and pushed again is
+/// stored again: the cache must not stand in for bytes the collector deleted.
+#[tokio::test]
+async fn a_collected_manifest_pushed_again_is_stored_again() {
+    let (dir, reg) = registry();
+    let repo = name("gc/again");
+    let config: &[u8] = b"{\"again\":1}";
+    let layer: &[u8] = b"again-layer";
+    let digest = push_image(&reg, &repo, "v1", config, &[layer]).await;
+    reg.get_manifest(&repo, &"v1".parse().unwrap()).await.unwrap();
+    reg.delete_manifest(&repo, &Reference::Digest(digest.clone())).await.unwrap();
+    reg.collect_garbage(&now_opts()).await.unwrap();
+    assert!(!data_exists(&dir, &digest));
+    let again = push_image(&reg, &repo, "v1", config, &[layer]).await;
+    assert_eq!(again, digest);
+    assert!(data_exists(&dir, &digest), "the pushed manifest's bytes must be stored");
+}
