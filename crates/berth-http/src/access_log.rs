@@ -15,6 +15,8 @@ pub struct Pending {
     method: http::Method,
     path: String,
     start: Instant,
+    /// Who the caller is and what the policy decided (when auth is configured).
+    auth: Option<crate::auth::SharedRecord>,
 }
 
 pub fn start(req: &Request) -> Pending {
@@ -22,10 +24,15 @@ pub fn start(req: &Request) -> Pending {
         method: req.method().clone(),
         path: req.uri().path().to_owned(),
         start: Instant::now(),
+        auth: None,
     }
 }
 
 impl Pending {
+    pub fn set_auth(&mut self, record: crate::auth::SharedRecord) {
+        self.auth = Some(record);
+    }
+
     pub fn finish(self, resp: Response) -> Response {
         if !tracing::enabled!(target: "berth::access", tracing::Level::INFO) {
             return resp;
@@ -52,6 +59,12 @@ struct Record {
 
 impl Drop for Record {
     fn drop(&mut self) {
+        let auth = self
+            .pending
+            .auth
+            .as_ref()
+            .map(|r| std::mem::take(&mut *r.lock().unwrap()));
+        let auth = auth.as_ref();
         tracing::info!(
             target: "berth::access",
             method = %self.pending.method,
@@ -59,6 +72,10 @@ impl Drop for Record {
             status = self.status,
             bytes = self.bytes,
             duration_ms = self.pending.start.elapsed().as_secs_f64() * 1000.0,
+            user = auth.map(|a| if a.user.is_empty() { "-" } else { a.user.as_str() }),
+            action = auth.and_then(|a| a.action),
+            repository = auth.and_then(|a| a.repository.as_deref()),
+            access = auth.map(|a| a.access.as_str()),
         );
     }
 }

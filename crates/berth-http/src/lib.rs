@@ -5,6 +5,7 @@
 //! [`error::ApiError`] is the only place where errors become status codes.
 
 mod access_log;
+pub mod auth;
 mod blobs;
 mod body;
 pub mod error;
@@ -14,8 +15,9 @@ pub mod route;
 mod sendfile;
 mod uploads;
 
+use auth::{Auth, Permit};
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use berth_registry::Registry;
@@ -30,11 +32,19 @@ use tokio::net::TcpListener;
 #[derive(Clone)]
 pub struct AppState {
     pub registry: Arc<Registry>,
+    /// Authentication and the access policy; `None`: everyone may do everything.
+    pub auth: Option<Arc<Auth>>,
+}
+
+impl AppState {
+    pub fn new(registry: Arc<Registry>) -> AppState {
+        AppState { registry, auth: None }
+    }
 }
 
 /// The whole API as an axum router.
-pub fn router(registry: Arc<Registry>) -> Router {
-    Router::new().fallback(dispatch).with_state(AppState { registry })
+pub fn router(state: AppState) -> Router {
+    Router::new().fallback(dispatch).with_state(state)
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, then lets
@@ -45,10 +55,10 @@ pub fn router(registry: Arc<Registry>) -> Router {
 /// sendfile(2) instead of being copied through user space.
 pub async fn serve(
     listener: TcpListener,
-    registry: Arc<Registry>,
+    state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let router = router(registry);
+    let router = router(state);
     let mut http = hyper::server::conn::http1::Builder::new();
     // Body frames must reach the socket as they are (queued, written with
     // writev), never copied into one buffer: sendfile placeholders depend on it.
@@ -59,7 +69,7 @@ pub async fn serve(
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of file descriptors or an aborted handshake: keep serving.
                     tracing::warn!(error = %e, "accepting a connection failed");
@@ -69,12 +79,16 @@ pub async fn serve(
             },
             _ = &mut shutdown => break,
         };
+        let (stream, peer) = stream;
         let _ = stream.set_nodelay(true);
         let io = sendfile::Conn::new(stream);
         let regions = io.regions();
         let router = router.clone();
         let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-            tower::ServiceExt::oneshot(router.clone(), req.map(Body::new))
+            let mut req = req.map(Body::new);
+            // The client's address, for the failed-login limiter.
+            req.extensions_mut().insert(ConnectInfo(peer));
+            tower::ServiceExt::oneshot(router.clone(), req)
         });
         let conn = http.serve_connection(hyper_util::rt::TokioIo::new(io), service);
         let mut stop = stop_rx.clone();
@@ -98,8 +112,16 @@ pub async fn serve(
 }
 
 async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
-    let log = access_log::start(&req);
-    let mut resp = match handle(&state, req).await {
+    let mut log = access_log::start(&req);
+    let result = match &state.auth {
+        None => handle(&state, req, Permit::unrestricted()).await,
+        Some(auth) => {
+            let record = auth::SharedRecord::default();
+            log.set_auth(record.clone());
+            authorized(&state, auth, req, &record).await
+        }
+    };
+    let mut resp = match result {
         Ok(r) => r,
         Err(e) => e.into_response(),
     };
@@ -110,7 +132,38 @@ async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
     log.finish(resp)
 }
 
-async fn handle(state: &AppState, req: Request) -> Result<Response, ApiError> {
+/// Identifies the caller and checks the request against the policy before
+/// handling it; serves the token endpoints.
+async fn authorized(
+    state: &AppState,
+    auth: &Arc<Auth>,
+    req: Request,
+    record: &auth::SharedRecord,
+) -> Result<Response, ApiError> {
+    let (parts, body) = req.into_parts();
+    match parts.uri.path() {
+        "/token" => {
+            if let Some(answer) = auth.token_endpoint(&parts, body, record).await {
+                return answer;
+            }
+            return Err(ApiError::not_found_route());
+        }
+        "/.well-known/jwks.json" if parts.method == Method::GET => {
+            return auth.jwks().ok_or_else(ApiError::not_found_route);
+        }
+        _ => {}
+    }
+    let permit = match route::parse(parts.uri.path()) {
+        Some(route) => {
+            auth.authorize(&parts, auth::need(&route, &parts.method), record)
+                .await?
+        }
+        None => return Err(ApiError::not_found_route()),
+    };
+    handle(state, Request::from_parts(parts, body), permit).await
+}
+
+async fn handle(state: &AppState, req: Request, permit: Permit) -> Result<Response, ApiError> {
     let (req, body) = req.into_parts();
     let path = req.uri.path().to_owned();
     let route = route::parse(&path).ok_or_else(ApiError::not_found_route)?;
@@ -118,19 +171,21 @@ async fn handle(state: &AppState, req: Request) -> Result<Response, ApiError> {
     let method = req.method.clone();
     match (route, method) {
         (Route::Base, Method::GET | Method::HEAD) => Ok(json_response(b"{}".to_vec())),
-        (Route::Catalog, Method::GET) => listing::catalog(reg, &req).await,
+        (Route::Catalog, Method::GET) => listing::catalog(reg, &req, &permit).await,
         (Route::Tags { name }, Method::GET) => listing::tags(reg, name, &req).await,
         (Route::Referrers { name, digest }, Method::GET) => listing::referrers(reg, name, digest, &req).await,
         (Route::Manifest { name, reference }, m @ (Method::GET | Method::HEAD)) => {
             manifests::get(reg, name, reference, &req, m == Method::HEAD).await
         }
-        (Route::Manifest { name, reference }, Method::PUT) => manifests::put(reg, name, reference, &req, body).await,
+        (Route::Manifest { name, reference }, Method::PUT) => {
+            manifests::put(reg, name, reference, &req, body, &permit).await
+        }
         (Route::Manifest { name, reference }, Method::DELETE) => manifests::delete(reg, name, reference).await,
         (Route::Blob { name, digest }, m @ (Method::GET | Method::HEAD)) => {
             blobs::get(reg, name, digest, &req, m == Method::HEAD).await
         }
         (Route::Blob { name, digest }, Method::DELETE) => blobs::delete(reg, name, digest).await,
-        (Route::UploadStart { name }, Method::POST) => uploads::start(reg, name, &req, body).await,
+        (Route::UploadStart { name }, Method::POST) => uploads::start(reg, name, &req, body, &permit).await,
         (Route::Upload { name, id }, Method::GET) => uploads::status(reg, name, id).await,
         (Route::Upload { name, id }, Method::PATCH) => uploads::patch(reg, name, id, &req, body).await,
         (Route::Upload { name, id }, Method::PUT) => uploads::finish(reg, name, id, &req, body).await,

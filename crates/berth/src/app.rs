@@ -3,6 +3,8 @@
 
 use crate::cli::{LogFormat, ServeArgs};
 use anyhow::Context;
+use berth_http::auth::Auth;
+use berth_http::AppState;
 use berth_registry::sources::{ArchiveSource, SelfImageSource};
 use berth_registry::{Registry, RegistryConfig};
 use berth_spec::RepoName;
@@ -48,6 +50,7 @@ fn init_logging(format: LogFormat, filter: &str) -> anyhow::Result<()> {
 pub struct Server {
     listener: TcpListener,
     registry: Arc<Registry>,
+    auth: Option<Arc<Auth>>,
     addr: SocketAddr,
     purge_interval: Duration,
 }
@@ -92,10 +95,12 @@ pub async fn start(listener: TcpListener, args: &ServeArgs) -> anyhow::Result<Se
         registry.add_source(source);
     }
     let registry = Arc::new(registry);
+    let auth = crate::auth::build(args)?.map(Arc::new);
     let addr = listener.local_addr()?;
     Ok(Server {
         listener,
         registry,
+        auth,
         addr,
         purge_interval: Duration::from_secs(args.upload_purge_interval_secs.max(1)),
     })
@@ -173,9 +178,17 @@ impl Server {
         tracing::info!(addr = %self.addr, "berth is serving");
         let purge = spawn_upload_purge(self.registry.clone(), self.purge_interval);
         let trim = crate::memory::spawn_trim(MEMORY_TRIM_INTERVAL);
-        let result = berth_http::serve(self.listener, self.registry, shutdown).await;
+        let watch = self.auth.as_ref().map(|a| a.watch_htpasswd());
+        let state = AppState {
+            registry: self.registry,
+            auth: self.auth,
+        };
+        let result = berth_http::serve(self.listener, state, shutdown).await;
         purge.abort();
         trim.abort();
+        if let Some(w) = watch {
+            w.abort();
+        }
         tracing::info!("berth stopped");
         Ok(result?)
     }
