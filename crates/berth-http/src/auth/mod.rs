@@ -346,6 +346,15 @@ impl Auth {
             Caller::Anonymous => self
                 .unauthorized(realm, Some(&scope), None, "authentication required")
                 .with_detail(detail),
+            // An anonymous token: signing in may help.
+            Caller::Token(t) if t.subject.is_empty() => self
+                .unauthorized(
+                    realm,
+                    Some(&scope),
+                    Some("insufficient_scope"),
+                    "authentication required",
+                )
+                .with_detail(detail),
             // The policy would let this user have a token that allows it: ask for one.
             Caller::Token(t)
                 if self.tokens.is_some()

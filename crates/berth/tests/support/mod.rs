@@ -114,6 +114,8 @@ pub struct BerthProcess {
     pub child: Child,
     pub addr: SocketAddr,
     pub url: String,
+    /// Every line berth wrote to stderr so far (JSON log lines).
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl BerthProcess {
@@ -131,9 +133,12 @@ impl BerthProcess {
             .expect("berth starts");
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let keep = log.clone();
         std::thread::spawn(move || {
             let mut sent = false;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                keep.lock().unwrap().push(line.clone());
                 if !sent {
                     if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
                         if let Some(addr) = v.get("addr").and_then(|a| a.as_str()) {
@@ -151,7 +156,20 @@ impl BerthProcess {
             child,
             addr,
             url: format!("http://{addr}"),
+            log,
         }
+    }
+}
+
+impl BerthProcess {
+    /// The log lines so far, parsed (non-JSON lines left out).
+    pub fn log_lines(&self) -> Vec<serde_json::Value> {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
     }
 }
 
@@ -174,5 +192,6 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     false
 }
 
+pub mod auth;
 pub mod images;
 pub mod tools;
