@@ -131,3 +131,139 @@ impl TestIssuer {
         jsonwebtoken::encode(&header, &claims, &self.key.encoding).unwrap()
     }
 }
+
+/// A minimal external token service for [`TestIssuer`], as docker_auth or
+/// GitLab would run beside a registry: `GET /token` with Basic credentials
+/// answers a token granting every repository scope asked for, to the known
+/// users (anonymous callers get a token with no access). HTTP/1.1 on
+/// 127.0.0.1, one request per connection; stops when dropped.
+pub struct TokenServer {
+    pub url: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    addr: std::net::SocketAddr,
+    /// How many tokens it issued (so tests can tell it was used).
+    pub issued: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl TokenServer {
+    /// `kid`: how tokens name the issuer's key.
+    pub fn start(issuer: TestIssuer, users: &[(&str, &str)], kid: String) -> TokenServer {
+        use std::io::{BufRead, BufReader, Write};
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let issued = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let users: Vec<(String, String)> = users.iter().map(|(u, p)| (u.to_string(), p.to_string())).collect();
+        let (stop2, issued2) = (stop.clone(), issued.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stop2.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(mut conn) = conn else { continue };
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut request_line = String::new();
+                let _ = reader.read_line(&mut request_line);
+                let mut authorization = None;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
+                        break;
+                    }
+                    if let Some((k, v)) = line.split_once(':') {
+                        if k.eq_ignore_ascii_case("authorization") {
+                            authorization = Some(v.trim().to_owned());
+                        }
+                    }
+                }
+                let target = request_line.split_whitespace().nth(1).unwrap_or("");
+                let query = target.split_once('?').map_or("", |(_, q)| q);
+                let scopes: Vec<String> = query
+                    .split('&')
+                    .filter_map(|kv| kv.strip_prefix("scope="))
+                    .map(|s| url_decode(s))
+                    .collect();
+                let user = authorization.as_deref().and_then(|a| {
+                    use base64::Engine;
+                    let raw = base64::engine::general_purpose::STANDARD
+                        .decode(a.strip_prefix("Basic ")?)
+                        .ok()?;
+                    let text = String::from_utf8(raw).ok()?;
+                    let (u, p) = text.split_once(':')?;
+                    users.iter().any(|(uu, pp)| uu == u && pp == p).then(|| u.to_owned())
+                });
+                let (status, body) = if authorization.is_some() && user.is_none() {
+                    ("401 Unauthorized", r#"{"details":"wrong credentials"}"#.to_owned())
+                } else {
+                    let mut access: Vec<(String, Vec<String>)> = Vec::new();
+                    if user.is_some() {
+                        for s in &scopes {
+                            for one in s.split(' ') {
+                                let parts: Vec<&str> = one.splitn(2, ':').collect();
+                                if parts.len() == 2 && parts[0] == "repository" {
+                                    if let Some((name, actions)) = parts[1].rsplit_once(':') {
+                                        access.push((name.into(), actions.split(',').map(str::to_owned).collect()));
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    let access: Vec<(&str, Vec<&str>)> = access
+                        .iter()
+                        .map(|(n, a)| (n.as_str(), a.iter().map(String::as_str).collect()))
+                        .collect();
+                    let access: Vec<(&str, &[&str])> = access.iter().map(|(n, a)| (*n, a.as_slice())).collect();
+                    let token = issuer.mint(user.as_deref().unwrap_or(""), &access, &kid, 300);
+                    issued2.fetch_add(1, Ordering::SeqCst);
+                    (
+                        "200 OK",
+                        serde_json::json!({"token": token, "access_token": token, "expires_in": 300}).to_string(),
+                    )
+                };
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        TokenServer {
+            url: format!("http://{addr}/token"),
+            stop,
+            addr,
+            issued,
+        }
+    }
+}
+
+impl Drop for TokenServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        // Wake the accept loop so it sees the flag.
+        let _ = std::net::TcpStream::connect(self.addr);
+    }
+}
+
+fn url_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
+                if let Ok(b) = u8::from_str_radix(hex, 16) {
+                    out.push(b);
+                    i += 2;
+                } else {
+                    out.push(b'%');
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
