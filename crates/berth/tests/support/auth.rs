@@ -182,7 +182,7 @@ impl TokenServer {
                 let scopes: Vec<String> = query
                     .split('&')
                     .filter_map(|kv| kv.strip_prefix("scope="))
-                    .map(|s| url_decode(s))
+                    .map(url_decode)
                     .collect();
                 let user = authorization.as_deref().and_then(|a| {
                     use base64::Engine;
