@@ -19,6 +19,11 @@ pub struct Pending {
     auth: Option<crate::auth::SharedRecord>,
 }
 
+/// Whether request lines are logged at all.
+pub fn enabled() -> bool {
+    tracing::enabled!(target: "berth::access", tracing::Level::INFO)
+}
+
 pub fn start(req: &Request) -> Pending {
     Pending {
         method: req.method().clone(),
@@ -34,7 +39,7 @@ impl Pending {
     }
 
     pub fn finish(self, resp: Response) -> Response {
-        if !tracing::enabled!(target: "berth::access", tracing::Level::INFO) {
+        if !enabled() {
             return resp;
         }
         let status = resp.status().as_u16();

@@ -116,9 +116,12 @@ async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
     let result = match &state.auth {
         None => handle(&state, req, Permit::unrestricted()).await,
         Some(auth) => {
-            let record = auth::SharedRecord::default();
-            log.set_auth(record.clone());
-            authorized(&state, auth, req, &record).await
+            // Decisions are written down only for the log line.
+            let record = access_log::enabled().then(auth::SharedRecord::default);
+            if let Some(r) = &record {
+                log.set_auth(r.clone());
+            }
+            authorized(&state, auth, req, record.as_ref()).await
         }
     };
     let mut resp = match result {
@@ -138,7 +141,7 @@ async fn authorized(
     state: &AppState,
     auth: &Arc<Auth>,
     req: Request,
-    record: &auth::SharedRecord,
+    record: Option<&auth::SharedRecord>,
 ) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
     match parts.uri.path() {

@@ -134,11 +134,11 @@ pub enum Principal<'a> {
 
 /// Why a caller has the actions it has in a repository.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Grant {
+pub enum Grant<'p> {
     /// The user is an admin (listed in `admins` or a member of the admin group).
     Admin,
-    /// The defaults and the rules (by pattern) that gave something.
-    Rules { actions: Actions, from: Vec<String> },
+    /// The defaults and the rules (`rule <pattern>`) that gave something.
+    Rules { actions: Actions, from: Vec<&'p str> },
 }
 
 /// The answer to "may this caller do this here?", with the reason to log.
@@ -154,6 +154,8 @@ pub struct Decision {
 #[derive(Debug, Clone)]
 struct Rule {
     pattern: Pattern,
+    /// `rule <pattern>`, as decisions name it.
+    label: String,
     anonymous: Actions,
     authenticated: Actions,
     users: BTreeMap<String, Actions>,
@@ -213,6 +215,7 @@ impl Policy {
                 }
             }
             rules.push(Rule {
+                label: format!("rule {pattern}"),
                 pattern,
                 anonymous: r.anonymous.0,
                 authenticated: r.authenticated.0,
@@ -252,7 +255,7 @@ impl Policy {
     }
 
     /// Everything `who` may do in `repository`, and which grants gave it.
-    pub fn grant(&self, who: Principal<'_>, repository: &str) -> Grant {
+    pub fn grant(&self, who: Principal<'_>, repository: &str) -> Grant<'_> {
         if let Principal::User(u) = who {
             if self.is_admin(u) {
                 return Grant::Admin;
@@ -261,12 +264,12 @@ impl Policy {
         let mut actions = self.anonymous;
         let mut from = Vec::new();
         if !self.anonymous.is_empty() {
-            from.push("anonymous default".to_owned());
+            from.push("anonymous default");
         }
         if let Principal::User(_) = who {
             if !self.default.is_empty() {
                 actions = actions.union(self.default);
-                from.push("default".to_owned());
+                from.push("default");
             }
         }
         for rule in &self.rules {
@@ -284,7 +287,7 @@ impl Policy {
             }
             if !got.is_empty() && rule.pattern.matches(repository) {
                 actions = actions.union(got);
-                from.push(format!("rule {}", rule.pattern));
+                from.push(rule.label.as_str());
             }
         }
         Grant::Rules { actions, from }

@@ -215,8 +215,9 @@ pub struct Permit {
 struct Checked {
     auth: Arc<Auth>,
     caller: Caller,
-    realm: String,
-    record: SharedRecord,
+    realm: Realm,
+    /// `None` when the request log is off: then nothing is written down.
+    record: Option<SharedRecord>,
 }
 
 impl Permit {
@@ -242,9 +243,11 @@ impl Permit {
     /// by its token's claims), recording the decision under `what`.
     pub(crate) fn may(&self, action: Action, repository: &str, what: &str) -> bool {
         let Some(c) = &self.checked else { return true };
-        let (allowed, why) = c.auth.decide(&c.caller, action, repository);
-        let mut rec = c.record.lock().unwrap();
-        rec.access.push_str(&format!(
+        let Some(record) = &c.record else {
+            return c.auth.allows(&c.caller, action, repository);
+        };
+        let (allowed, why) = c.auth.explain(&c.caller, action, repository);
+        record.lock().unwrap().access.push_str(&format!(
             "; {what}: {} {action} {repository} ({why})",
             if allowed { "allowed" } else { "denied" }
         ));
@@ -268,6 +271,28 @@ fn client_addr(parts: &Parts) -> IpAddr {
         .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip())
 }
 
+/// What a request's challenge realm is made from, kept until a challenge is
+/// needed (most requests need none, so the URL is not built for them).
+#[derive(Clone)]
+pub(crate) struct Realm {
+    host: Option<HeaderValue>,
+    https: bool,
+}
+
+impl Realm {
+    fn of(parts: &Parts) -> Realm {
+        Realm {
+            host: parts.headers.get(header::HOST).cloned().or_else(|| {
+                parts
+                    .uri
+                    .authority()
+                    .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            }),
+            https: parts.uri.scheme_str() == Some("https"),
+        }
+    }
+}
+
 /// A host name as it may appear in a realm URL (nothing that could break the header).
 fn plausible_host(h: &str) -> bool {
     !h.is_empty()
@@ -278,42 +303,46 @@ fn plausible_host(h: &str) -> bool {
 
 impl Auth {
     /// The realm of Bearer challenges, or the Basic realm.
-    fn realm(&self, parts: &Parts) -> String {
+    fn realm_url(&self, realm: &Realm) -> String {
         let Some(t) = &self.tokens else {
             return self.basic_realm.clone();
         };
         if let Some(r) = &t.realm {
             return r.clone();
         }
-        let host = parts
-            .headers
-            .get(header::HOST)
+        let host = realm
+            .host
+            .as_ref()
             .and_then(|h| h.to_str().ok())
-            .or_else(|| parts.uri.authority().map(|a| a.as_str()))
             .filter(|h| plausible_host(h))
             .unwrap_or("localhost");
-        let scheme = if t.https || parts.uri.scheme_str() == Some("https") {
-            "https"
-        } else {
-            "http"
-        };
+        let scheme = if t.https || realm.https { "https" } else { "http" };
         format!("{scheme}://{host}/token")
     }
 
-    fn challenge(&self, realm: &str, scope: Option<&str>, error: Option<&str>) -> HeaderValue {
+    fn challenge(&self, realm: &Realm, scope: Option<&str>, error: Option<&str>) -> HeaderValue {
+        let url = self.realm_url(realm);
         match &self.tokens {
-            Some(t) => challenge::bearer(realm, &t.service, scope, error),
-            None => challenge::basic(realm),
+            Some(t) => challenge::bearer(&url, &t.service, scope, error),
+            None => challenge::basic(&url),
         }
     }
 
-    fn unauthorized(&self, realm: &str, scope: Option<&str>, error: Option<&str>, message: &str) -> ApiError {
+    fn unauthorized(&self, realm: &Realm, scope: Option<&str>, error: Option<&str>, message: &str) -> ApiError {
         ApiError::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, message)
             .with_header(header::WWW_AUTHENTICATE, self.challenge(realm, scope, error))
     }
 
-    /// Whether `caller` may do `action` in `repository`, and why.
-    fn decide(&self, caller: &Caller, action: Action, repository: &str) -> (bool, String) {
+    /// Whether `caller` may do `action` in `repository`.
+    fn allows(&self, caller: &Caller, action: Action, repository: &str) -> bool {
+        match caller {
+            Caller::Token(t) => t.actions(repository).contains(action),
+            _ => self.policy.actions(caller.principal(), repository).contains(action),
+        }
+    }
+
+    /// Whether `caller` may do `action` in `repository`, and why (for the log).
+    fn explain(&self, caller: &Caller, action: Action, repository: &str) -> (bool, String) {
         match caller {
             Caller::Token(t) => {
                 let allowed = t.actions(repository).contains(action);
@@ -333,7 +362,7 @@ impl Auth {
 
     /// The answer to a refused request: 401 with a challenge when other
     /// credentials (or a token with more scope) could help, 403 otherwise.
-    fn refusal(&self, caller: &Caller, realm: &str, action: Action, repository: &str) -> ApiError {
+    fn refusal(&self, caller: &Caller, realm: &Realm, action: Action, repository: &str) -> ApiError {
         // Tokens are asked for with docker's actions: push includes overwrite.
         let asked = match action {
             Action::Pull => "pull",
@@ -373,7 +402,7 @@ impl Auth {
     }
 
     /// Identifies the caller from the `Authorization` header.
-    async fn identify(&self, parts: &Parts, realm: &str) -> Result<Caller, ApiError> {
+    async fn identify(&self, parts: &Parts, realm: &Realm) -> Result<Caller, ApiError> {
         let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
             return Ok(Caller::Anonymous);
         };
@@ -402,7 +431,7 @@ impl Auth {
         Ok(Caller::User(user))
     }
 
-    async fn login(&self, user: &str, password: &str, client: IpAddr, realm: &str) -> Result<Arc<str>, ApiError> {
+    async fn login(&self, user: &str, password: &str, client: IpAddr, realm: &Realm) -> Result<Arc<str>, ApiError> {
         self.users.login(user, password, client).await.map_err(|e| match e {
             LoginError::Invalid => self.unauthorized(realm, None, None, "invalid user name or password"),
             LoginError::Limited(wait) => ApiError::new(
@@ -420,59 +449,60 @@ impl Auth {
         self: &Arc<Self>,
         parts: &Parts,
         need: Need<'_>,
-        record: &SharedRecord,
+        record: Option<&SharedRecord>,
     ) -> Result<Permit, ApiError> {
-        let realm = self.realm(parts);
+        let note = |f: &dyn Fn(&mut AuthRecord)| {
+            if let Some(r) = record {
+                f(&mut r.lock().unwrap());
+            }
+        };
+        let realm = Realm::of(parts);
         let caller = match self.identify(parts, &realm).await {
             Ok(c) => c,
             Err(e) => {
-                record.lock().unwrap().access = "denied (bad credentials)".into();
+                note(&|r| r.access = "denied (bad credentials)".into());
                 return Err(e);
             }
         };
-        {
-            let mut rec = record.lock().unwrap();
-            rec.user = caller.name().to_owned();
-        }
-        let permit = |record: &SharedRecord| Permit {
-            checked: Some(Checked {
-                auth: self.clone(),
-                caller: caller.clone(),
-                realm: realm.clone(),
-                record: record.clone(),
-            }),
-        };
+        note(&|r| r.user = caller.name().to_owned());
         match need {
-            Need::Nothing => Ok(permit(record)),
-            Need::Catalog => {
-                record.lock().unwrap().access = "allowed (catalog lists what the caller may pull)".into();
-                Ok(permit(record))
-            }
+            Need::Nothing => {}
+            Need::Catalog => note(&|r| r.access = "allowed (catalog lists what the caller may pull)".into()),
             Need::Base => {
                 // docker decides from /v2/ whether to send credentials: ask for
                 // them whenever some request may need them.
-                if matches!(caller, Caller::Anonymous) && !self.policy.anonymous_may_do_everything() {
-                    record.lock().unwrap().access = "denied (credentials may be needed)".into();
+                let needed = matches!(caller, Caller::Anonymous) && !self.policy.anonymous_may_do_everything();
+                if needed {
+                    note(&|r| r.access = "denied (credentials may be needed)".into());
                     return Err(self.unauthorized(&realm, None, None, "authentication required"));
                 }
-                record.lock().unwrap().access = "allowed".into();
-                Ok(permit(record))
+                note(&|r| r.access = "allowed".into());
             }
             Need::Repository(name, action) => {
-                let (allowed, why) = self.decide(&caller, action, name);
-                {
-                    let mut rec = record.lock().unwrap();
-                    rec.action = Some(action.as_str());
-                    rec.repository = Some(name.to_owned());
-                    rec.access = format!("{} ({why})", if allowed { "allowed" } else { "denied" });
-                }
-                if allowed {
-                    Ok(permit(record))
-                } else {
-                    Err(self.refusal(&caller, &realm, action, name))
+                let allowed = match record {
+                    None => self.allows(&caller, action, name),
+                    Some(r) => {
+                        let (allowed, why) = self.explain(&caller, action, name);
+                        let mut rec = r.lock().unwrap();
+                        rec.action = Some(action.as_str());
+                        rec.repository = Some(name.to_owned());
+                        rec.access = format!("{} ({why})", if allowed { "allowed" } else { "denied" });
+                        allowed
+                    }
+                };
+                if !allowed {
+                    return Err(self.refusal(&caller, &realm, action, name));
                 }
             }
         }
+        Ok(Permit {
+            checked: Some(Checked {
+                auth: self.clone(),
+                caller,
+                realm,
+                record: record.cloned(),
+            }),
+        })
     }
 }
 

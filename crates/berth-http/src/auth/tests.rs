@@ -110,7 +110,10 @@ fn tokens_grant_the_intersection_of_asked_and_allowed() {
 #[test]
 fn refusals_ask_for_credentials_or_deny() {
     let auth = auth_with("default = [\"pull\"]", false);
-    let realm = "berth";
+    let realm = &Realm {
+        host: None,
+        https: false,
+    };
     let e = auth.refusal(&Caller::Anonymous, realm, Action::Pull, "a");
     assert_eq!(e.status, StatusCode::UNAUTHORIZED);
     assert!(e
@@ -121,7 +124,10 @@ fn refusals_ask_for_credentials_or_deny() {
     assert_eq!((e.status, e.code), (StatusCode::FORBIDDEN, ErrorCode::Denied));
 
     let auth = auth_with("default = [\"pull\", \"push\"]", true);
-    let realm = "http://h/token";
+    let realm = &Realm {
+        host: Some(HeaderValue::from_static("h")),
+        https: false,
+    };
     let e = auth.refusal(&Caller::Anonymous, realm, Action::Push, "a/b");
     let challenge = |e: &ApiError| {
         e.headers

@@ -314,13 +314,25 @@ fn parse_pkcs1(der_bytes: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
     Some((n, e))
 }
 
+/// A key from PEM, with the certificate it came in (DER), if any.
+pub struct PemKey {
+    pub key: PublicKey,
+    pub certificate: Option<Vec<u8>>,
+}
+
 /// The public keys in a PEM text: `PUBLIC KEY` blocks and the keys of
 /// `CERTIFICATE` blocks (a root certificate bundle, as distribution takes).
 pub fn keys_from_pem(text: &str) -> Result<Vec<PublicKey>, String> {
+    Ok(pem_keys(text)?.into_iter().map(|k| k.key).collect())
+}
+
+/// Like [`keys_from_pem`], keeping the certificates.
+pub fn pem_keys(text: &str) -> Result<Vec<PemKey>, String> {
     use x509_cert::der::{DecodePem, Encode};
     let mut keys = Vec::new();
     for (i, block) in pem_blocks(text).into_iter().enumerate() {
         let n = i + 1;
+        let mut certificate = None;
         let key = match block.0.as_str() {
             "PUBLIC KEY" => {
                 let der = spki::SubjectPublicKeyInfoOwned::from_pem(block.1.as_bytes())
@@ -336,6 +348,7 @@ pub fn keys_from_pem(text: &str) -> Result<Vec<PublicKey>, String> {
                     .subject_public_key_info()
                     .to_der()
                     .map_err(|e| format!("PEM block {n}: {e}"))?;
+                certificate = Some(cert.to_der().map_err(|e| format!("PEM block {n}: {e}"))?);
                 PublicKey::from_spki(&der)
             }
             other => {
@@ -345,7 +358,7 @@ pub fn keys_from_pem(text: &str) -> Result<Vec<PublicKey>, String> {
             }
         }
         .map_err(|e| format!("PEM block {n}: {e}"))?;
-        keys.push(key);
+        keys.push(PemKey { key, certificate });
     }
     Ok(keys)
 }
@@ -375,7 +388,7 @@ fn pem_blocks(text: &str) -> Vec<(String, String)> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     // Keys made with openssl; their key IDs computed independently with

@@ -105,16 +105,17 @@ impl Auth {
         &self,
         parts: &Parts,
         body: Body,
-        record: &SharedRecord,
+        record: Option<&SharedRecord>,
     ) -> Option<Result<Response, ApiError>> {
         let tokens = self.tokens.as_ref()?;
         let issuer = tokens.issuer.as_ref()?;
-        let realm = self.basic_realm.clone();
+        let realm = crate::auth::Realm::of(parts);
+        let basic_realm = self.basic_realm.clone();
         let client = super::super::client_addr(parts);
         // Basic challenge on a failed login: the token endpoint takes passwords.
         let basic_401 = |msg: &str| {
             ApiError::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, msg)
-                .with_header(header::WWW_AUTHENTICATE, crate::auth::challenge::basic(&realm))
+                .with_header(header::WWW_AUTHENTICATE, crate::auth::challenge::basic(&basic_realm))
         };
         let result = async {
             let (form, post) = match parts.method {
@@ -197,7 +198,7 @@ impl Auth {
                 .iter()
                 .map(|r| format!("{}:{}:{}", r.kind, r.name, r.actions.join(",")))
                 .collect();
-            {
+            if let Some(record) = record {
                 let mut rec = record.lock().unwrap();
                 rec.user = user.clone().unwrap_or_default();
                 let asked: Vec<String> = scopes.iter().map(Scope::to_string).collect();
@@ -230,7 +231,7 @@ impl Auth {
             Ok(resp)
         }
         .await;
-        if result.is_err() {
+        if let (Err(_), Some(record)) = (&result, record) {
             let mut rec = record.lock().unwrap();
             if rec.access.is_empty() {
                 rec.access = "no token issued".into();

@@ -216,3 +216,68 @@ fn trust_files_are_checked() {
     assert_eq!(t.add_text(&jwks).unwrap(), 1);
     assert_eq!(t.len(), 1);
 }
+
+// A CA and a token-signing certificate it issued (openssl, P-256, valid for
+// a century), and the signing certificate's key.
+const X5C_CA: &str = "-----BEGIN CERTIFICATE-----
+MIIBlzCCAT2gAwIBAgIULdNwc2KxNhj74TDsgoEI//bnyn8wCgYIKoZIzj0EAwIw
+GDEWMBQGA1UEAwwNdGVzdCB0b2tlbiBDQTAgFw0yNjExMjkyMzIyMzBaGA8yMTI2
+MTEwNTIzMjIzMFowGDEWMBQGA1UEAwwNdGVzdCB0b2tlbiBDQTBZMBMGByqGSM49
+AgEGCCqGSM49AwEHA0IABHtQEOmrNCHYkYMZhmAqHJYaKIw+qpI5g/XlI4hzUyG2
+pAs4xT0VBKyQgKG1uSgsyEglBAc4F54s0FkbNhr3o5mjYzBhMB0GA1UdDgQWBBSE
+aLIjgHDEg956bMPf+Nyp9MvR6DAfBgNVHSMEGDAWgBSEaLIjgHDEg956bMPf+Nyp
+9MvR6DAPBgNVHRMBAf8EBTADAQH/MA4GA1UdDwEB/wQEAwICBDAKBggqhkjOPQQD
+AgNIADBFAiBlRJ9C0wT00KHSH3sWWBxRya8ic0XaPbgGr2VTw5iKAgIhALCJxBc9
+8z/+MC7eFyaM+KKbh68HR6dt+RVdHLV4+KAx
+-----END CERTIFICATE-----
+";
+const X5C_LEAF: &str = "-----BEGIN CERTIFICATE-----
+MIIBkzCCATmgAwIBAgIUAjuFQj+e4Q6h30jOWb03ORhf2y0wCgYIKoZIzj0EAwIw
+GDEWMBQGA1UEAwwNdGVzdCB0b2tlbiBDQTAgFw0yNjExMjkyMzIyMzFaGA8yMTI2
+MTEwNTIzMjIzMVowFzEVMBMGA1UEAwwMdG9rZW4gc2lnbmVyMFkwEwYHKoZIzj0C
+AQYIKoZIzj0DAQcDQgAEXtJV4vHLarmO2FZToRMriIBKEGWIgyI+vN4map519MTN
++X4AEq/k+ABmDHs6lkV5+o0Lbn90lzkwJ2dq1O0moKNgMF4wDAYDVR0TAQH/BAIw
+ADAOBgNVHQ8BAf8EBAMCB4AwHQYDVR0OBBYEFJZnXw+UPIdLehWppSW6126WsVZa
+MB8GA1UdIwQYMBaAFIRosiOAcMSD3npsw9/43Kn0y9HoMAoGCCqGSM49BAMCA0gA
+MEUCIQC99pUcyn7odCXN23viAgM/vuzXOhH/iQ0b7ffxfRkVWwIgJREl6SwbUEIQ
+FFF+T7ZNClhk1fuKTWvpICxWNFYZ9v4=
+-----END CERTIFICATE-----
+";
+const X5C_LEAF_KEY: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgIKjvsiSs7EYptgqo
+GGT0Nlvfaq6/1vnmCBJkKTWSiJOhRANCAARe0lXi8ctquY7YVlOhEyuIgEoQZYiD
+Ij683iZqnnX0xM35fgASr+T4AGYMezqWRXn6jQtuf3SXOTAnZ2rU7Sag
+-----END PRIVATE KEY-----
+";
+
+fn pem_body(pem: &str) -> String {
+    pem.lines().filter(|l| !l.starts_with("-----")).collect()
+}
+
+#[test]
+fn x5c_chains_lead_to_a_trusted_root() {
+    let mut trust = TrustStore::default();
+    trust.add_text(X5C_CA).unwrap();
+    let v = Verifier::new("berth".into(), "registry.test".into(), trust, None);
+    let leaf_key = EncodingKey::from_ec_pem(X5C_LEAF_KEY.as_bytes()).unwrap();
+    let mut h = Header::new(Algorithm::ES256);
+    h.x5c = Some(vec![pem_body(X5C_LEAF)]);
+    let token = jsonwebtoken::encode(&h, &claims(60), &leaf_key).unwrap();
+    let verified = v.verify(&token).expect("a chain to the trusted CA");
+    assert_eq!(verified.actions("a/b").to_string(), "pull,push,overwrite");
+    // Signed by another key than the certificate's.
+    let other = new_key();
+    assert!(v
+        .verify(&jsonwebtoken::encode(&h, &claims(60), &other.encoding).unwrap())
+        .is_err());
+    // A chain to a root that is not trusted.
+    let mut trust = TrustStore::default();
+    trust.add_text(keys::tests::P256_PEM).unwrap();
+    let v = Verifier::new("berth".into(), "registry.test".into(), trust, None);
+    assert!(v.verify(&token).is_err());
+    // The signing certificate itself in the bundle: trusted directly.
+    let mut trust = TrustStore::default();
+    trust.add_text(X5C_LEAF).unwrap();
+    let v = Verifier::new("berth".into(), "registry.test".into(), trust, None);
+    assert!(v.verify(&token).is_ok());
+}

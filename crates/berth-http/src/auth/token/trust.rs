@@ -1,6 +1,6 @@
 //! The keys whose tokens berth accepts, by every name an issuer may use.
 
-use super::keys::{keys_from_pem, PublicKey};
+use super::keys::{pem_keys, PublicKey};
 use super::TokenError;
 use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::Header;
@@ -12,7 +12,14 @@ use std::sync::Arc;
 pub struct TrustStore {
     by_kid: HashMap<String, Arc<PublicKey>>,
     keys: Vec<Arc<PublicKey>>,
+    /// Certificates of PEM bundles (DER): the roots `x5c` chains must lead to.
+    roots: Vec<Vec<u8>>,
 }
+
+/// "anyExtendedKeyUsage": a signing certificate may have no extended key
+/// usage, or this one (distribution accepts any usage; webpki can only
+/// require one when present).
+const ANY_EKU: &[u8] = &[0x55, 0x1d, 0x25, 0x00];
 
 impl TrustStore {
     pub fn len(&self) -> usize {
@@ -55,8 +62,11 @@ impl TrustStore {
                 self.add(key, jwk.common.key_id.as_deref());
             }
         } else {
-            for key in keys_from_pem(text)? {
-                self.add(key, None);
+            for k in pem_keys(text)? {
+                if let Some(der) = k.certificate {
+                    self.roots.push(der);
+                }
+                self.add(k.key, None);
             }
         }
         if self.keys.len() == before {
@@ -76,11 +86,13 @@ impl TrustStore {
         if let Some(chain) = header.x5c_der().map_err(|_| TokenError::Malformed)? {
             let leaf = chain.first().ok_or(TokenError::Malformed)?;
             let key = leaf_key(leaf).ok_or(TokenError::Malformed)?;
-            // The signing certificate itself is trusted (it is in the bundle).
-            return self
-                .trusted_equal(&key)
-                .map(|k| (k, None))
-                .ok_or(TokenError::UntrustedKey);
+            // The signing certificate itself is in the bundle...
+            if let Some(k) = self.trusted_equal(&key) {
+                return Ok((k, None));
+            }
+            // ...or its chain leads to one that is.
+            self.verify_chain(leaf, &chain[1..])?;
+            return Ok((Arc::new(key), None));
         }
         if let Some(jwk) = &header.jwk {
             let key = PublicKey::from_jwk(jwk).map_err(|_| TokenError::Malformed)?;
@@ -95,6 +107,38 @@ impl TrustStore {
             .cloned()
             .map(|k| (k, Some(kid.to_owned())))
             .ok_or(TokenError::UntrustedKey)
+    }
+}
+
+impl TrustStore {
+    fn verify_chain(&self, leaf: &[u8], intermediates: &[Vec<u8>]) -> Result<(), TokenError> {
+        use rustls_pki_types::{CertificateDer, UnixTime};
+        let roots: Vec<CertificateDer<'_>> = self.roots.iter().map(|r| CertificateDer::from(r.as_slice())).collect();
+        let anchors: Vec<_> = roots
+            .iter()
+            .filter_map(|r| webpki::anchor_from_trusted_cert(r).ok())
+            .collect();
+        if anchors.is_empty() {
+            return Err(TokenError::UntrustedKey);
+        }
+        let leaf = CertificateDer::from(leaf);
+        let end_entity = webpki::EndEntityCert::try_from(&leaf).map_err(|_| TokenError::Malformed)?;
+        let intermediates: Vec<CertificateDer<'_>> = intermediates
+            .iter()
+            .map(|c| CertificateDer::from(c.as_slice()))
+            .collect();
+        end_entity
+            .verify_for_usage(
+                webpki::ALL_VERIFICATION_ALGS,
+                &anchors,
+                &intermediates,
+                UnixTime::now(),
+                webpki::KeyUsage::required_if_present(ANY_EKU),
+                None,
+                None,
+            )
+            .map(|_| ())
+            .map_err(|e| TokenError::Invalid(format!("x5c chain: {e}")))
     }
 }
 
