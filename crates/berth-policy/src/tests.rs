@@ -122,3 +122,20 @@ fn configuration_errors_name_the_problem() {
         toml::from_str("[[access]]\nrepository = \"a\"\ngroups = { nope = [\"pull\"] }\n").unwrap();
     assert!(Policy::new(&config).unwrap_err().0.contains("nope"));
 }
+
+/// The examples in examples/ are valid and mean what they say.
+#[test]
+fn examples_parse() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/");
+    let p = policy(&std::fs::read_to_string(format!("{root}auth.toml")).unwrap());
+    assert!(p.decide(ANON, Action::Pull, "public/x").allowed);
+    assert!(p.decide(Principal::User("builder"), Action::Overwrite, "team-a/app").allowed);
+    assert!(!p.decide(Principal::User("dave"), Action::Delete, "team-a/app").allowed);
+    assert!(p.decide(Principal::User("alice"), Action::Delete, "anything").allowed);
+    assert!(p.decide(Principal::User("eve"), Action::Push, "scratch/eve").allowed);
+    assert!(!p.decide(Principal::User("eve"), Action::Push, "scratch/eve/deeper").allowed);
+    let p = policy(&std::fs::read_to_string(format!("{root}auth-public-pull.toml")).unwrap());
+    assert!(p.decide(ANON, Action::Pull, "public/a/b").allowed);
+    assert!(!p.decide(ANON, Action::Pull, "private").allowed);
+    assert!(p.decide(ALICE, Action::Push, "private").allowed);
+}
