@@ -129,11 +129,17 @@ fn examples_parse() {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/");
     let p = policy(&std::fs::read_to_string(format!("{root}auth.toml")).unwrap());
     assert!(p.decide(ANON, Action::Pull, "public/x").allowed);
-    assert!(p.decide(Principal::User("builder"), Action::Overwrite, "team-a/app").allowed);
+    assert!(
+        p.decide(Principal::User("builder"), Action::Overwrite, "team-a/app")
+            .allowed
+    );
     assert!(!p.decide(Principal::User("dave"), Action::Delete, "team-a/app").allowed);
     assert!(p.decide(Principal::User("alice"), Action::Delete, "anything").allowed);
     assert!(p.decide(Principal::User("eve"), Action::Push, "scratch/eve").allowed);
-    assert!(!p.decide(Principal::User("eve"), Action::Push, "scratch/eve/deeper").allowed);
+    assert!(
+        !p.decide(Principal::User("eve"), Action::Push, "scratch/eve/deeper")
+            .allowed
+    );
     let p = policy(&std::fs::read_to_string(format!("{root}auth-public-pull.toml")).unwrap());
     assert!(p.decide(ANON, Action::Pull, "public/a/b").allowed);
     assert!(!p.decide(ANON, Action::Pull, "private").allowed);

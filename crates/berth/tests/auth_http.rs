@@ -585,3 +585,47 @@ fn request_log_shows_every_decision() {
         "a password reached the log"
     );
 }
+
+/// Read-only sources obey the same rules as stored repositories (and stay read-only).
+#[tokio::test(flavor = "multi_thread")]
+async fn read_only_sources_follow_the_policy() {
+    let files = AuthFiles::new(
+        USERS,
+        r#"
+        default = []
+        [[access]]
+        repository = "mirror/**"
+        users = { alice = ["pull", "push"] }
+        "#,
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let image = support::images::Image::runnable(&support::images::unique("auth-src"));
+    let mut layout = support::images::OciLayout::create(&tmp.path().join("layout"));
+    layout.add_image("v1", &image);
+    let source = format!("mirror={}", tmp.path().join("layout").display());
+    let args = files.args();
+    let server = TestServer::start_with(&server_args(&args, &["--source", &source]));
+    let alice = Client::with_authorization(&server.url, &basic("alice", "wonderland"));
+    let bob = Client::with_authorization(&server.url, &basic("bob", "bu1lder-pw"));
+    let anon = Client::new(&server.url);
+    let path = "/v2/mirror/manifests/v1";
+    let r = alice.get(path).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(sha256(&r.bytes().await.unwrap()), image.manifest.digest);
+    assert_error(bob.get(path).await, 403, "DENIED").await;
+    assert_eq!(anon.get(path).await.status(), StatusCode::UNAUTHORIZED);
+    // The policy lets alice push, the source does not.
+    assert_error(
+        alice
+            .req(Method::POST, "/v2/mirror/blobs/uploads/")
+            .send()
+            .await
+            .unwrap(),
+        403,
+        "DENIED",
+    )
+    .await;
+    let listed = |v: Value| v["repositories"].as_array().unwrap().iter().any(|r| r == "mirror");
+    assert!(listed(json_body(alice.get("/v2/_catalog").await).await));
+    assert!(!listed(json_body(bob.get("/v2/_catalog").await).await));
+}

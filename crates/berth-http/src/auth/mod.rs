@@ -11,7 +11,7 @@ mod cache;
 mod challenge;
 pub mod htpasswd;
 mod limiter;
-mod scope;
+pub mod scope;
 pub mod token;
 
 use crate::error::ApiError;
