@@ -6,7 +6,7 @@
 //! Without auth configured, [`crate::AppState::auth`] is `None` and no request
 //! pays anything for this module.
 
-mod basic;
+pub mod basic;
 mod cache;
 mod challenge;
 pub mod htpasswd;

@@ -155,3 +155,72 @@ fn refusals_ask_for_credentials_or_deny() {
     let e = auth.refusal(&Caller::Token(v), realm, Action::Delete, "a/b");
     assert_eq!((e.status, e.code), (StatusCode::FORBIDDEN, ErrorCode::Denied));
 }
+
+/// Network bytes reach these parsers: mutated and random inputs must be
+/// refused, never panic. (Not a substitute for the fuzz targets; a quick
+/// guard that runs with the unit tests.)
+#[test]
+fn parsers_survive_mangled_input() {
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let key = token::SigningKey::load_or_create(&dir.path().join("k.pem")).unwrap();
+    let kid = key.kid.clone();
+    let issuer = Issuer {
+        key,
+        issuer: "berth".into(),
+        service: "svc".into(),
+        expiry: Duration::from_secs(60),
+        refresh_expiry: Duration::from_secs(60),
+    };
+    let mut trust = TrustStore::default();
+    trust.add(issuer.key.public.clone(), Some(&kid));
+    let verifier = Verifier::new("berth".into(), "svc".into(), trust, Some(kid));
+    let valid = issuer
+        .access_token(
+            "alice",
+            vec![token::ResourceActions {
+                kind: "repository".into(),
+                name: "a".into(),
+                actions: vec!["pull".into()],
+            }],
+        )
+        .token;
+    assert!(verifier.verify(&valid).is_ok());
+    let alphabet = b"AZaz09-_.=:/,*$ \n{}\"[]";
+    for _ in 0..3000 {
+        // A valid token with a few bytes changed, cut, or doubled.
+        let mut t = valid.clone().into_bytes();
+        for _ in 0..1 + next() % 3 {
+            let i = (next() as usize) % t.len();
+            match next() % 3 {
+                0 => t[i] = alphabet[(next() as usize) % alphabet.len()],
+                1 => t.truncate(i),
+                _ => t.insert(i, alphabet[(next() as usize) % alphabet.len()]),
+            }
+            if t.is_empty() {
+                break;
+            }
+        }
+        let t = String::from_utf8_lossy(&t).into_owned();
+        let _ = verifier.verify(&t);
+        // Random text for the other parsers.
+        let len = (next() % 200) as usize;
+        let junk: String = (0..len)
+            .map(|_| alphabet[(next() as usize) % alphabet.len()] as char)
+            .collect();
+        let _ = htpasswd::UserTable::parse(&junk);
+        let _ = scope::Scope::parse_all([junk.as_str()]);
+        let _ = basic::parse(&junk);
+        let _ = TrustStore::default().add_text(&junk);
+        let _ = TrustStore::default().add_text(&format!(
+            "-----BEGIN PUBLIC KEY-----\n{junk}\n-----END PUBLIC KEY-----\n"
+        ));
+        let _ = issuer.check_refresh(&t);
+    }
+}
