@@ -26,6 +26,8 @@ pub struct Target {
     pub authority: HeaderValue,
     /// Path prefix before `/v2/`, without a trailing slash (usually empty).
     pub prefix: String,
+    /// Sent as `Authorization` with every request (`--authorization`).
+    pub authorization: Option<HeaderValue>,
 }
 
 impl Target {
@@ -51,6 +53,7 @@ impl Target {
             addr,
             authority: HeaderValue::from_str(authority)?,
             prefix: prefix.to_owned(),
+            authorization: None,
         })
     }
 
@@ -132,6 +135,7 @@ impl ReqBody {
 pub struct Conn {
     sender: SendRequest<ReqBody>,
     authority: HeaderValue,
+    authorization: Option<HeaderValue>,
 }
 
 impl Conn {
@@ -147,6 +151,7 @@ impl Conn {
         Ok(Conn {
             sender,
             authority: target.authority.clone(),
+            authorization: target.authorization.clone(),
         })
     }
 
@@ -165,6 +170,9 @@ impl Conn {
         let mut req = Request::builder().method(method).uri(path);
         let h = req.headers_mut().expect("builder is valid");
         h.insert(HOST, self.authority.clone());
+        if let Some(a) = &self.authorization {
+            h.insert(http::header::AUTHORIZATION, a.clone());
+        }
         if let Some(len) = body.exact_len() {
             h.insert(CONTENT_LENGTH, HeaderValue::from(len));
         }

@@ -25,6 +25,8 @@ const SINK: usize = 1 << 20;
 pub struct DiscardConn {
     stream: TcpStream,
     authority: String,
+    /// `Authorization: ...\r\n`, or empty.
+    authorization: String,
     head: Vec<u8>,
     sink: Vec<u8>,
     usable: bool,
@@ -46,6 +48,10 @@ impl DiscardConn {
         Ok(DiscardConn {
             stream,
             authority: target.authority.to_str()?.to_owned(),
+            authorization: match &target.authorization {
+                Some(a) => format!("Authorization: {}\r\n", a.to_str()?),
+                None => String::new(),
+            },
             head: Vec::with_capacity(4096),
             sink: vec![0; SINK],
             usable: true,
@@ -61,7 +67,10 @@ impl DiscardConn {
     pub async fn get(&mut self, path: &str) -> anyhow::Result<Discarded> {
         // Whatever happens before the end of the body leaves the connection mid-message.
         self.usable = false;
-        let request = format!("GET {path} HTTP/1.1\r\nHost: {}\r\n\r\n", self.authority);
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {}\r\n{}\r\n",
+            self.authority, self.authorization
+        );
         self.stream.write_all(request.as_bytes()).await?;
         let (head_len, status, body_len, keep_alive) = self.read_head().await?;
         let early = (self.head.len() - head_len) as u64;

@@ -67,6 +67,10 @@ struct RunArgs {
     /// Seed of the generated contents [default: fresh per run for pushes, fixed per size for pulls].
     #[arg(long)]
     seed: Option<u64>,
+    /// Send this `Authorization` header with every request (`Basic <base64>`,
+    /// `Bearer <token>`), to measure a registry with authentication.
+    #[arg(long, env = "BERTH_BENCH_AUTHORIZATION")]
+    authorization: Option<String>,
     /// Hash every pulled blob or manifest and check its digest (costs client CPU).
     #[arg(long)]
     verify: bool,
@@ -190,7 +194,10 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         timeout: Duration::from_secs_f64(args.timeout),
     };
     let report = rt.block_on(async {
-        let target = Target::parse(&args.url).await?;
+        let mut target = Target::parse(&args.url).await?;
+        if let Some(a) = &args.authorization {
+            target.authorization = Some(a.parse().context("--authorization is not a valid header value")?);
+        }
         let prepared = workload::prepare(&cfg, &target)
             .await
             .context("preparing the workload")?;

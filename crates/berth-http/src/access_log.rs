@@ -32,6 +32,13 @@ pub struct Pending {
     client: Option<std::net::SocketAddr>,
     user_agent: Option<String>,
     start: Instant,
+    /// Who the caller is and what the policy decided (when auth is configured).
+    auth: Option<crate::auth::SharedRecord>,
+}
+
+/// Whether request lines are logged at all.
+pub fn enabled() -> bool {
+    tracing::enabled!(target: "berth::access", tracing::Level::INFO)
 }
 
 pub fn start(req: &Request) -> Pending {
@@ -45,12 +52,17 @@ pub fn start(req: &Request) -> Pending {
             .get(http::header::USER_AGENT)
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
         start: Instant::now(),
+        auth: None,
     }
 }
 
 impl Pending {
+    pub fn set_auth(&mut self, record: crate::auth::SharedRecord) {
+        self.auth = Some(record);
+    }
+
     pub fn finish(self, resp: Response) -> Response {
-        if !tracing::enabled!(target: "berth::access", tracing::Level::INFO) {
+        if !enabled() {
             return resp;
         }
         let status = resp.status().as_u16();
@@ -83,6 +95,12 @@ fn rounded_ms(d: std::time::Duration) -> f64 {
 
 impl Drop for Record {
     fn drop(&mut self) {
+        let auth = self
+            .pending
+            .auth
+            .as_ref()
+            .map(|r| std::mem::take(&mut *r.lock().unwrap()));
+        let auth = auth.as_ref();
         let p = &self.pending;
         tracing::info!(
             target: "berth::access",
@@ -96,6 +114,10 @@ impl Drop for Record {
             bytes = self.bytes,
             duration_ms = rounded_ms(p.start.elapsed()),
             user_agent = p.user_agent.as_deref(),
+            user = auth.map(|a| if a.user.is_empty() { "-" } else { a.user.as_str() }),
+            action = auth.and_then(|a| a.action),
+            repository = auth.and_then(|a| a.repository.as_deref()),
+            access = auth.map(|a| a.access.as_str()),
         );
     }
 }

@@ -7,6 +7,7 @@
 
 mod access_log;
 mod admin;
+pub mod auth;
 mod blobs;
 mod body;
 pub mod error;
@@ -19,6 +20,7 @@ mod uploads;
 
 pub use server::{default_max_connections, serve, ClientCertificate, ServerOptions, Timeouts, Tls, TlsError, TlsFiles};
 
+use auth::{Auth, Permit};
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
@@ -33,16 +35,35 @@ use std::sync::Arc;
 #[derive(Clone)]
 pub struct AppState {
     pub registry: Arc<Registry>,
+    /// Authentication and the access policy; `None`: everyone may do everything.
+    pub auth: Option<Arc<Auth>>,
+}
+
+impl AppState {
+    pub fn new(registry: Arc<Registry>) -> AppState {
+        AppState { registry, auth: None }
+    }
 }
 
 /// The whole API as an axum router.
-pub fn router(registry: Arc<Registry>) -> Router {
-    Router::new().fallback(dispatch).with_state(AppState { registry })
+pub fn router(state: AppState) -> Router {
+    Router::new().fallback(dispatch).with_state(state)
 }
 
 async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
-    let log = access_log::start(&req);
-    let mut resp = match handle(&state, req).await {
+    let mut log = access_log::start(&req);
+    let result = match &state.auth {
+        None => handle(&state, req, Permit::unrestricted()).await,
+        Some(auth) => {
+            // Decisions are written down only for the log line.
+            let record = access_log::enabled().then(auth::SharedRecord::default);
+            if let Some(r) = &record {
+                log.set_auth(r.clone());
+            }
+            authorized(&state, auth, req, record.as_ref()).await
+        }
+    };
+    let mut resp = match result {
         Ok(r) => r,
         Err(e) => e.into_response(),
     };
@@ -53,7 +74,38 @@ async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
     log.finish(resp)
 }
 
-async fn handle(state: &AppState, req: Request) -> Result<Response, ApiError> {
+/// Identifies the caller and checks the request against the policy before
+/// handling it; serves the token endpoints.
+async fn authorized(
+    state: &AppState,
+    auth: &Arc<Auth>,
+    req: Request,
+    record: Option<&auth::SharedRecord>,
+) -> Result<Response, ApiError> {
+    let (parts, body) = req.into_parts();
+    match parts.uri.path() {
+        "/token" => {
+            if let Some(answer) = auth.token_endpoint(&parts, body, record).await {
+                return answer;
+            }
+            return Err(ApiError::not_found_route());
+        }
+        "/.well-known/jwks.json" if parts.method == Method::GET => {
+            return auth.jwks().ok_or_else(ApiError::not_found_route);
+        }
+        _ => {}
+    }
+    let permit = match route::parse(parts.uri.path()) {
+        Some(route) => {
+            auth.authorize(&parts, auth::need(&route, &parts.method), record)
+                .await?
+        }
+        None => return Err(ApiError::not_found_route()),
+    };
+    handle(state, Request::from_parts(parts, body), permit).await
+}
+
+async fn handle(state: &AppState, req: Request, permit: Permit) -> Result<Response, ApiError> {
     let (req, body) = req.into_parts();
     let path = req.uri.path().to_owned();
     if path.starts_with("/berth/") {
@@ -66,19 +118,21 @@ async fn handle(state: &AppState, req: Request) -> Result<Response, ApiError> {
     let method = req.method.clone();
     match (route, method) {
         (Route::Base, Method::GET | Method::HEAD) => Ok(json_response(b"{}".to_vec())),
-        (Route::Catalog, Method::GET) => listing::catalog(reg, &req).await,
+        (Route::Catalog, Method::GET) => listing::catalog(reg, &req, &permit).await,
         (Route::Tags { name }, Method::GET) => listing::tags(reg, name, &req).await,
         (Route::Referrers { name, digest }, Method::GET) => listing::referrers(reg, name, digest, &req).await,
         (Route::Manifest { name, reference }, m @ (Method::GET | Method::HEAD)) => {
             manifests::get(reg, name, reference, &req, m == Method::HEAD).await
         }
-        (Route::Manifest { name, reference }, Method::PUT) => manifests::put(reg, name, reference, &req, body).await,
+        (Route::Manifest { name, reference }, Method::PUT) => {
+            manifests::put(reg, name, reference, &req, body, &permit).await
+        }
         (Route::Manifest { name, reference }, Method::DELETE) => manifests::delete(reg, name, reference).await,
         (Route::Blob { name, digest }, m @ (Method::GET | Method::HEAD)) => {
             blobs::get(reg, name, digest, &req, m == Method::HEAD).await
         }
         (Route::Blob { name, digest }, Method::DELETE) => blobs::delete(reg, name, digest).await,
-        (Route::UploadStart { name }, Method::POST) => uploads::start(reg, name, &req, body).await,
+        (Route::UploadStart { name }, Method::POST) => uploads::start(reg, name, &req, body, &permit).await,
         (Route::Upload { name, id }, Method::GET) => uploads::status(reg, name, id).await,
         (Route::Upload { name, id }, Method::PATCH) => uploads::patch(reg, name, id, &req, body).await,
         (Route::Upload { name, id }, Method::PUT) => uploads::finish(reg, name, id, &req, body).await,

@@ -1,5 +1,6 @@
 //! Tags, catalog and referrers listings, with the spec's `n`/`last` pagination.
 
+use crate::auth::Permit;
 use crate::blobs::parse_digest;
 use crate::error::ApiError;
 use crate::manifests::parse_name;
@@ -60,8 +61,10 @@ pub async fn tags(reg: &Registry, name: &str, req: &Request) -> Result<Response,
     Ok(resp)
 }
 
-pub async fn catalog(reg: &Registry, req: &Request) -> Result<Response, ApiError> {
-    let all = reg.catalog().await?;
+pub async fn catalog(reg: &Registry, req: &Request, permit: &Permit) -> Result<Response, ApiError> {
+    let mut all = reg.catalog().await?;
+    // Only what the caller may pull (before paginating, so pages stay full).
+    all.retain(|name| permit.lists(name));
     let (repos, n, more) = paginate(all, req)?;
     let body = serde_json::to_vec(&serde_json::json!({"repositories": repos})).expect("json");
     let mut resp = json_response(body);

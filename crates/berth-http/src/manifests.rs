@@ -1,10 +1,12 @@
 //! `/v2/<name>/manifests/<reference>`
 
+use crate::auth::Permit;
 use crate::body::read_limited;
 use crate::error::ApiError;
 use crate::{header_str, query_pairs};
 use axum::body::Body;
 use axum::response::Response;
+use berth_policy::Action;
 use berth_registry::{Registry, RegistryError};
 use berth_spec::manifest::MAX_MANIFEST_SIZE;
 use berth_spec::reference::ReferenceError;
@@ -85,7 +87,38 @@ pub async fn get(reg: &Registry, name: &str, reference: &str, req: &Request, hea
     Ok(resp)
 }
 
-pub async fn put(reg: &Registry, name: &str, reference: &str, req: &Request, body: Body) -> Result<Response, ApiError> {
+/// Moving an existing tag to another manifest needs `overwrite`; creating a
+/// tag, or pushing the manifest it already names, needs only `push` (checked
+/// before the handler ran).
+async fn check_overwrite(
+    reg: &Registry,
+    permit: &Permit,
+    name: &RepoName,
+    tag: &Tag,
+    bytes: &[u8],
+) -> Result<(), ApiError> {
+    if permit.is_unrestricted() {
+        return Ok(());
+    }
+    let Some(current) = reg.tag_digest(name, tag).await? else {
+        return Ok(());
+    };
+    let mut h = current.algorithm().digester();
+    h.update(bytes);
+    if h.finish() == current {
+        return Ok(());
+    }
+    permit.require(Action::Overwrite, name.as_str(), &format!("move tag {tag}"))
+}
+
+pub async fn put(
+    reg: &Registry,
+    name: &str,
+    reference: &str,
+    req: &Request,
+    body: Body,
+    permit: &Permit,
+) -> Result<Response, ApiError> {
     let name = parse_name(name)?;
     let reference = parse_reference(reference)?;
     let mut extra_tags = Vec::new();
@@ -113,6 +146,12 @@ pub async fn put(reg: &Registry, name: &str, reference: &str, req: &Request, bod
         .map_err(RegistryError::Body)?
         .filter(|b| b.len() <= MAX_MANIFEST_SIZE)
         .ok_or_else(too_large)?;
+    if let Reference::Tag(tag) = &reference {
+        check_overwrite(reg, permit, &name, tag, &bytes).await?;
+    }
+    for tag in &extra_tags {
+        check_overwrite(reg, permit, &name, tag, &bytes).await?;
+    }
     let put = reg
         .put_manifest(&name, &reference, content_type.as_deref(), bytes, &extra_tags)
         .await?;

@@ -1,5 +1,6 @@
 //! `/v2/<name>/blobs/uploads/` and `/v2/<name>/blobs/uploads/<id>`
 
+use crate::auth::Permit;
 use crate::blobs::parse_digest;
 use crate::body::request_stream;
 use crate::error::ApiError;
@@ -7,6 +8,7 @@ use crate::manifests::parse_name;
 use crate::{header_str, query_param};
 use axum::body::Body;
 use axum::response::Response;
+use berth_policy::Action;
 use berth_registry::{Registry, RegistryError, UploadStatus};
 use berth_spec::{Digest, ErrorCode, RepoName};
 use berth_storage::ByteStream;
@@ -180,7 +182,13 @@ fn with_upload_state(e: RegistryError, name: &RepoName, id: &str) -> ApiError {
     err
 }
 
-pub async fn start(reg: &Registry, name: &str, req: &Request, body: Body) -> Result<Response, ApiError> {
+pub async fn start(
+    reg: &Registry,
+    name: &str,
+    req: &Request,
+    body: Body,
+    permit: &Permit,
+) -> Result<Response, ApiError> {
     let body = DrainOnDrop::new(body);
     let name = parse_name(name)?;
     if let Some(mount) = query_param(req, "mount") {
@@ -188,9 +196,18 @@ pub async fn start(reg: &Registry, name: &str, req: &Request, body: Body) -> Res
         // other: the spec's answer is an ordinary upload session. Without
         // `from` the blob is mounted from wherever the registry holds it.
         let digest = mount.parse::<Digest>().ok();
+        // A mount reads the source repository: without pull there, it is an
+        // upload. Without `from`, the blob is mounted from wherever the
+        // registry holds it, but only without access control: with it, berth
+        // cannot tell which repositories hold the blob, so the client uploads.
         let from = match query_param(req, "from") {
-            None => Some(None),
-            Some(f) => f.parse::<RepoName>().ok().map(Some),
+            None if permit.is_unrestricted() => Some(None),
+            None => None,
+            Some(f) => f
+                .parse::<RepoName>()
+                .ok()
+                .filter(|f| permit.may(Action::Pull, f.as_str(), "mount from"))
+                .map(Some),
         };
         if let (Some(digest), Some(from)) = (digest, from) {
             if reg.mount_blob(&name, from.as_ref(), &digest).await? {

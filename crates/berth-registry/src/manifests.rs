@@ -99,6 +99,16 @@ impl Registry {
         }
     }
 
+    /// The manifest digest a tag of a writable repository points at, if the
+    /// tag exists (what deciding whether a push moves a tag needs).
+    pub async fn tag_digest(&self, name: &RepoName, tag: &Tag) -> Result<Option<Digest>> {
+        if self.source_for(name).is_some() {
+            // Read-only: a push there is refused anyway.
+            return Ok(None);
+        }
+        self.resolve_tag(name, tag).await
+    }
+
     pub(crate) async fn read_manifest_blob(&self, digest: &Digest) -> Result<Option<ManifestContent>> {
         if let Some(hit) = self.manifest_cache.get(digest) {
             return Ok(Some(hit));

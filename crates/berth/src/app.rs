@@ -3,6 +3,8 @@
 
 use crate::cli::{LogFormat, ServeArgs, Switch};
 use anyhow::Context;
+use berth_http::auth::Auth;
+use berth_http::AppState;
 use berth_registry::sources::{ArchiveSource, SelfImageSource};
 use berth_registry::{Registry, RegistryConfig};
 use berth_spec::RepoName;
@@ -77,6 +79,7 @@ pub struct Server {
     listener: TcpListener,
     registry: Arc<Registry>,
     storage: FsBackend,
+    auth: Option<Arc<Auth>>,
     addr: SocketAddr,
     purge_interval: Duration,
     /// How often to collect garbage; `None` when scheduled passes are off.
@@ -148,11 +151,13 @@ pub async fn start(listener: TcpListener, args: &ServeArgs) -> anyhow::Result<Se
         registry.add_source(source);
     }
     let registry = Arc::new(registry);
+    let auth = crate::auth::build(args)?.map(Arc::new);
     let addr = listener.local_addr()?;
     Ok(Server {
         listener,
         registry,
         storage: sweeper_for_run,
+        auth,
         addr,
         purge_interval: Duration::from_secs(args.upload_purge_interval_secs.max(1)),
         gc_interval: (!args.gc_interval.is_zero()).then_some(args.gc_interval),
@@ -300,7 +305,15 @@ impl Server {
             .clone()
             .map(|tls| tokio::spawn(tls.watch(self.tls_reload_interval)));
         let trim = crate::memory::spawn_trim(MEMORY_TRIM_INTERVAL);
-        let result = berth_http::serve(self.listener, self.registry, self.http, shutdown).await;
+        let htpasswd_watch = self.auth.as_ref().map(|a| a.watch_htpasswd());
+        let state = AppState {
+            registry: self.registry,
+            auth: self.auth,
+        };
+        let result = berth_http::serve(self.listener, state, self.http, shutdown).await;
+        if let Some(w) = htpasswd_watch {
+            w.abort();
+        }
         purge.abort();
         if let Some(gc) = gc {
             gc.abort();

@@ -210,6 +210,57 @@ pub struct ServeArgs {
     /// The config file's `[sections]`: structured settings that have no flag.
     #[arg(skip)]
     pub sections: crate::config::Sections,
+
+    /// Users who may sign in: an htpasswd file with bcrypt hashes (`htpasswd
+    /// -B`), re-read when it changes. Turns authentication on: by default
+    /// signed-in users may do everything and anonymous clients nothing
+    /// (see --auth-config).
+    #[arg(long, env = "BERTH_HTPASSWD", value_name = "FILE")]
+    pub htpasswd: Option<PathBuf>,
+
+    /// The access policy, a TOML file: `[[access]]` rules by repository
+    /// pattern for users, groups and anonymous clients (examples/auth.toml).
+    #[arg(long, env = "BERTH_AUTH_CONFIG", value_name = "FILE")]
+    pub auth_config: Option<PathBuf>,
+
+    /// Issue bearer tokens at /token (the Docker token authentication spec),
+    /// signed with the key in --token-key, and ask clients for them.
+    #[arg(long, env = "BERTH_TOKEN")]
+    pub token: bool,
+
+    /// The token service name: `service` in challenges, `aud` in tokens.
+    #[arg(long, env = "BERTH_TOKEN_SERVICE", default_value = "berth")]
+    pub token_service: String,
+
+    /// The token issuer: `iss` of the tokens berth issues, or the issuer
+    /// whose tokens berth accepts (with --token-trust).
+    #[arg(long, env = "BERTH_TOKEN_ISSUER", default_value = "berth")]
+    pub token_issuer: String,
+
+    /// Where clients get tokens (the challenge's `realm`). Default with
+    /// --token: this server's /token, at the host the client asked for.
+    #[arg(long, env = "BERTH_TOKEN_REALM", value_name = "URL")]
+    pub token_realm: Option<String>,
+
+    /// The built-in token service's signing key (P-256, PEM). Default: made
+    /// on first start and kept in the data directory (berth/v1/auth/).
+    #[arg(long, env = "BERTH_TOKEN_KEY", value_name = "FILE")]
+    pub token_key: Option<PathBuf>,
+
+    /// How long the tokens berth issues are valid, in seconds (60 at least).
+    #[arg(long, env = "BERTH_TOKEN_EXPIRY", default_value_t = 300)]
+    pub token_expiry_secs: u64,
+
+    /// Accept the tokens of an external issuer (with --token-realm and
+    /// --token-issuer) signed by these keys: a PEM bundle of certificates or
+    /// public keys, or a JWKS file. Repeatable.
+    #[arg(
+        long = "token-trust",
+        env = "BERTH_TOKEN_TRUST",
+        value_name = "FILE",
+        value_delimiter = ','
+    )]
+    pub token_trust: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]

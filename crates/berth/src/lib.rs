@@ -3,6 +3,7 @@
 //! same server in-process through [`app::start`].
 
 pub mod app;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod export;

@@ -17,7 +17,6 @@ pub use tls::{ClientCertificate, Tls, TlsError, TlsFiles};
 use crate::sendfile;
 use axum::body::Body;
 use axum::Router;
-use berth_registry::Registry;
 use connections::{Activity, CloseReason, Connections, Metered, Registration, TrackedBody, WatchedBody};
 use hyper_util::server::graceful::GracefulConnection;
 use std::convert::Infallible;
@@ -75,11 +74,11 @@ pub fn default_max_connections() -> usize {
 /// in-flight requests finish (a stalled one is still closed by its timeout).
 pub async fn serve(
     listener: TcpListener,
-    registry: Arc<Registry>,
+    state: crate::AppState,
     options: ServerOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    serve_router(listener, crate::router(registry), options, shutdown).await
+    serve_router(listener, crate::router(state), options, shutdown).await
 }
 
 /// [`serve`] with any router (tests give one that shows what a handler sees).

@@ -439,7 +439,9 @@ async fn a_collected_manifest_pushed_again_is_stored_again() {
     let layer: &[u8] = b"again-layer";
     let digest = push_image(&reg, &repo, "v1", config, &[layer]).await;
     reg.get_manifest(&repo, &"v1".parse().unwrap()).await.unwrap();
-    reg.delete_manifest(&repo, &Reference::Digest(digest.clone())).await.unwrap();
+    reg.delete_manifest(&repo, &Reference::Digest(digest.clone()))
+        .await
+        .unwrap();
     reg.collect_garbage(&now_opts()).await.unwrap();
     assert!(!data_exists(&dir, &digest));
     let again = push_image(&reg, &repo, "v1", config, &[layer]).await;

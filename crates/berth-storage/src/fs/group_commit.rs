@@ -133,6 +133,12 @@ mod tests {
         for t in tasks {
             t.await.unwrap().unwrap();
         }
+        // The thread answers the last batch, then finds no one waiting and
+        // stops: soon after the last answer, not necessarily before it is read.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while gc.state.lock().unwrap().running && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
         assert!(!gc.state.lock().unwrap().running, "the thread stops when nobody waits");
         // And starts again for the next caller.
         gc.commit().await.unwrap();

@@ -83,7 +83,9 @@ pub(crate) const SECRET_WORDS: &[&str] = &["password", "passwd", "secret", "pass
 pub(crate) fn misdeclared(arg: &clap::Arg) -> Option<String> {
     let long = arg.get_long()?;
     let looks_secret = SECRET_WORDS.iter().any(|w| long.contains(w));
-    (looks_secret && !is_secret(arg) && !long.ends_with("-file")).then(|| {
+    // A path to a file holding secrets (`--htpasswd FILE`) is fine: the path is not one.
+    let takes_file = long.ends_with("-file") || arg.get_value_names().is_some_and(|n| n.iter().any(|v| v == "FILE"));
+    (looks_secret && !is_secret(arg) && !takes_file).then(|| {
         format!("--{long} is named like a secret: declare it as Option<Secret> (environment only) or take a file (--{long}-file)")
     })
 }

@@ -91,6 +91,20 @@ impl Client {
         }
     }
 
+    /// A client that sends `Authorization: <authorization>` with every request.
+    pub fn with_authorization(base: &str, authorization: &str) -> Client {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert("authorization", authorization.parse().unwrap());
+        Client {
+            base: base.to_owned(),
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .default_headers(headers)
+                .build()
+                .unwrap(),
+        }
+    }
+
     /// A request to `path` (absolute path, or a full URL as found in Location).
     pub fn req(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
         let url = if path.starts_with("http") {

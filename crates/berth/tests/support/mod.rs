@@ -114,8 +114,8 @@ pub struct BerthProcess {
     pub child: Child,
     pub addr: SocketAddr,
     pub url: String,
-    /// Every line the process wrote to stderr so far (JSON log lines).
-    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// Every line berth wrote to stderr so far (JSON log lines).
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl BerthProcess {
@@ -159,11 +159,11 @@ impl BerthProcess {
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let lines = log.clone();
+        let keep = log.clone();
         std::thread::spawn(move || {
             let mut sent = false;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                lines.lock().unwrap().push(line.clone());
+                keep.lock().unwrap().push(line.clone());
                 if !sent {
                     if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
                         if let Some(addr) = v.get("addr").and_then(|a| a.as_str()) {
@@ -243,6 +243,7 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     false
 }
 
+pub mod auth;
 pub mod images;
 pub mod tls;
 pub mod tools;
