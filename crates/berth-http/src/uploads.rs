@@ -125,26 +125,12 @@ fn blob_created(name: &RepoName, digest: &Digest) -> Response {
     resp
 }
 
-/// Parses Content-Range of a chunk: `<start>-<end>` per the spec; `bytes=`,
-/// `bytes ` prefixes and a `/<total>` suffix are tolerated. Returns (start, end).
-fn parse_content_range(v: &str) -> Option<(u64, u64)> {
-    let v = v.trim();
-    let v = v
-        .strip_prefix("bytes=")
-        .or_else(|| v.strip_prefix("bytes "))
-        .unwrap_or(v);
-    let v = v.split('/').next()?;
-    let (a, b) = v.split_once('-')?;
-    let (a, b) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
-    (a <= b).then_some((a, b))
-}
-
 /// The chunk's start offset, if the request says where it starts.
 fn chunk_start(req: &Request) -> Result<Option<u64>, ApiError> {
     let Some(v) = header_str(req, header::CONTENT_RANGE) else {
         return Ok(None);
     };
-    let (start, end) = parse_content_range(v).ok_or_else(|| {
+    let (start, end) = berth_spec::range::parse_content_range(v).ok_or_else(|| {
         ApiError::new(
             StatusCode::RANGE_NOT_SATISFIABLE,
             ErrorCode::BlobUploadInvalid,
@@ -274,12 +260,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn content_ranges() {
-        assert_eq!(parse_content_range("0-99"), Some((0, 99)));
-        assert_eq!(parse_content_range("bytes=5-9"), Some((5, 9)));
-        assert_eq!(parse_content_range("bytes 5-9/100"), Some((5, 9)));
-        assert_eq!(parse_content_range("9-5"), None);
-        assert_eq!(parse_content_range("x"), None);
+    fn range_values() {
         assert_eq!(range_value(0), "0-0");
         assert_eq!(range_value(10), "0-9");
     }

@@ -121,8 +121,11 @@ impl Manifest {
         if bytes.len() > MAX_MANIFEST_SIZE {
             return Err(ManifestError::TooLarge);
         }
+        // JSON is UTF-8, and serde_json checks it only in the strings it
+        // decodes, not in those of unknown fields it skips (found by fuzzing).
+        let text = std::str::from_utf8(bytes).map_err(|e| ManifestError::Json(format!("not UTF-8: {e}")))?;
         check_depth(bytes, MAX_JSON_DEPTH)?;
-        let raw: Raw = serde_json::from_slice(bytes).map_err(|e| ManifestError::Json(e.to_string()))?;
+        let raw: Raw = serde_json::from_str(text).map_err(|e| ManifestError::Json(e.to_string()))?;
         let header = content_type.map(essence).filter(|h| !h.is_empty());
         if raw.fs_layers.is_some()
             || matches!(
@@ -422,6 +425,24 @@ mod tests {
             Manifest::parse(in_annotations.as_bytes(), None).unwrap_err(),
             ManifestError::TooDeep
         );
+    }
+
+    /// Regression (fuzz target `manifest`): invalid UTF-8 inside a string of
+    /// an unknown field was accepted, because serde_json skips such strings
+    /// without checking them.
+    #[test]
+    fn invalid_utf8_anywhere_is_refused() {
+        let body = image(media_type::OCI_MANIFEST);
+        let mut bytes = body.replacen('{', r#"{"sub`ject":"ap??ication","#, 1).into_bytes();
+        let at = bytes.windows(2).position(|w| w == b"??").unwrap();
+        bytes[at..at + 2].copy_from_slice(&[0x90, 0x99]);
+        assert!(matches!(
+            Manifest::parse(&bytes, Some(media_type::OCI_MANIFEST)),
+            Err(ManifestError::Json(e)) if e.contains("UTF-8")
+        ));
+        // The same with valid UTF-8 is fine.
+        let fine = body.replacen('{', r#"{"sub`ject":"apéication é","#, 1);
+        Manifest::parse(fine.as_bytes(), Some(media_type::OCI_MANIFEST)).unwrap();
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Byte ranges of `Range: bytes=...` requests (RFC 9110 §14.1.2), one range only.
+//! Byte ranges of `Range: bytes=...` requests (RFC 9110 §14.1.2), one range
+//! only, and the Content-Range of upload chunks.
 
 use std::ops::Range;
 
@@ -63,9 +64,34 @@ impl ByteRange {
     }
 }
 
+/// Parses the Content-Range of an upload chunk: `<start>-<end>` per the
+/// distribution spec; `bytes=`, `bytes ` prefixes and a `/<total>` suffix
+/// (RFC 9110's form, which some clients send) are tolerated. Returns
+/// (start, end), both inclusive.
+pub fn parse_content_range(v: &str) -> Option<(u64, u64)> {
+    let v = v.trim();
+    let v = v
+        .strip_prefix("bytes=")
+        .or_else(|| v.strip_prefix("bytes "))
+        .unwrap_or(v);
+    let v = v.split('/').next()?;
+    let (a, b) = v.split_once('-')?;
+    let (a, b) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+    (a <= b).then_some((a, b))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn content_ranges() {
+        assert_eq!(parse_content_range("0-99"), Some((0, 99)));
+        assert_eq!(parse_content_range("bytes=5-9"), Some((5, 9)));
+        assert_eq!(parse_content_range("bytes 5-9/100"), Some((5, 9)));
+        assert_eq!(parse_content_range("9-5"), None);
+        assert_eq!(parse_content_range("x"), None);
+    }
 
     #[test]
     fn parse_and_resolve() {
