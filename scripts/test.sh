@@ -89,6 +89,11 @@ if [ "$test_status" != 0 ] || [ "$passed" = 0 ]; then
   exit 1
 fi
 
+# The parsers of network bytes, each fuzzed for a bounded time on its corpus
+# (a first run on a fresh machine also installs cargo-fuzz and builds the targets).
+log "fuzzing (${FUZZ_SECONDS:=10}s per target)"
+FUZZ_SECONDS=$FUZZ_SECONDS bash scripts/fuzz.sh
+
 if [ -f bench/smoke.sh ]; then
   log "benchmark smoke run"
   bash bench/smoke.sh
