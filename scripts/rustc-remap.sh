@@ -14,6 +14,9 @@
 #   <CARGO_HOME>    -> /cargo        (/cargo/registry/src/index.crates.io-.../tokio-1.x/src/...)
 # The standard library's paths are /rustc/<commit>/... already.
 #
+# Only what goes into the compiled output is remapped (--remap-path-scope=object):
+# compiler messages keep the real paths, which editors open.
+#
 # The paths are absolute and differ per checkout, so they cannot be written in
 # config.toml's rustflags (no variables there); cargo 1.95's own answer,
 # the `trim-paths` profile option, is not stable yet. Cargo does not fingerprint
@@ -23,7 +26,7 @@
 # A RUSTC_WRAPPER in the environment (sccache) replaces this one; builds made
 # that way are not reproducible across directories.
 root=$(CDPATH= cd -- "$(dirname -- "$0")/.." && pwd -P)
-set -- "$@" --remap-path-prefix="$root=/build/berth"
+set -- "$@" --remap-path-scope=object --remap-path-prefix="$root=/build/berth"
 # rustc applies the last matching prefix: CARGO_HOME comes after the
 # workspace, so that a CARGO_HOME inside the workspace (some CI caches) maps to
 # /cargo. cargo uses CARGO_HOME as spelled (symlinks unresolved): map that

@@ -5,7 +5,9 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod describe;
 pub mod export;
 pub mod import;
 pub mod memory;
 mod progress;
+pub mod sbom;

@@ -18,6 +18,8 @@ fn main() -> ExitCode {
         Command::Serve(args) => berth::app::run(args),
         Command::Import(args) => berth::import::run(args),
         Command::Export(args) => berth::export::run(args),
+        Command::SelfDigest => berth::describe::self_digest(),
+        Command::Sbom => berth::describe::sbom(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
