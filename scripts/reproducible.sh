@@ -8,11 +8,12 @@
 #
 #   bash scripts/reproducible.sh [BINARY]
 #
-# To stay cheap in CI the second build reuses the crates already downloaded
-# (the copy's CARGO_HOME links the registry index and cache; nothing is
-# fetched) and keeps its target directory between runs, in
-# target/reproducible/, so only what changed is compiled again there.
-# Remove that directory to rebuild everything in both places.
+# It costs one more release build. It fetches nothing (the second CARGO_HOME
+# links the registry index and downloaded crates of the first), and it keeps
+# its CARGO_HOME and target directory in target/reproducible/ and its copy of
+# the source at a fixed path per checkout, so that a later run compiles again
+# only what changed (cargo's fingerprints hold the crates' paths). Remove
+# target/reproducible/ to rebuild everything there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -29,34 +30,33 @@ fi
 [ -x "$first" ] || { echo "no binary at $first" >&2; exit 1; }
 
 cargo_home=${CARGO_HOME:-$HOME/.cargo}
-work=$(mktemp -d "${TMPDIR:-/tmp}/berth-reproducible.XXXXXX")
-trap 'rm -rf "$work"' EXIT
-
+state=$root/target/reproducible
 # The copy must not be below this checkout: cargo merges every .cargo/config.toml
 # from the working directory up, and would add this tree's rustflags twice.
+work=${TMPDIR:-/tmp}/berth-reproducible-$(printf %s "$root" | cksum | cut -d' ' -f1)
 src=$work/elsewhere/berth
+rm -rf "$work"
+trap 'rm -rf "$work"' EXIT
 mkdir -p "$src"
+# The working tree as it is (tracked and new files, uncommitted changes
+# included), with the files' times, which cargo compares with its last build.
 if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
-  # The working tree as it is (tracked and new files), uncommitted changes included.
   # (--ignore-failed-read: a tracked file deleted in the working tree is left out.)
   git ls-files -z --cached --others --exclude-standard |
-    tar -cf - --null --files-from=- --no-recursion --ignore-failed-read | tar -xf - -C "$src"
+    tar -cf - --null --no-recursion --ignore-failed-read --files-from=- | tar -xf - -C "$src"
 else
   tar -cf - --exclude=./target --exclude=./data . | tar -xf - -C "$src"
 fi
 
 # Another CARGO_HOME, as another user would have: the crate sources are
 # unpacked again under its own path; the index and downloaded crates are shared.
-home2=$work/cargo-home
+home2=$state/cargo-home
 mkdir -p "$home2/registry"
-for d in index cache; do
-  [ -d "$cargo_home/registry/$d" ] && ln -s "$cargo_home/registry/$d" "$home2/registry/$d"
-done
-for f in config.toml config; do
-  [ -f "$cargo_home/$f" ] && ln -s "$cargo_home/$f" "$home2/$f"
+for d in registry/index registry/cache config.toml config; do
+  if [ -e "$cargo_home/$d" ]; then ln -sfn "$cargo_home/$d" "$home2/$d"; fi
 done
 
-target2=$root/target/reproducible
+target2=$state/target
 log "cargo build --release (second build, in $src, CARGO_HOME=$home2, target $target2)"
 (cd "$src" && CARGO_HOME=$home2 CARGO_TARGET_DIR=$target2 cargo build --release --locked --offline)
 second=$target2/$triple/release/berth

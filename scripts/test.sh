@@ -76,6 +76,9 @@ cargo build --release --workspace
 # command must serve /v2/, and "Using it" must run top to bottom.
 bash scripts/readme-commands.sh all
 
+# oras-py for clients_oras (a pinned virtualenv in target/python-clients).
+bash scripts/python-clients.sh
+
 log "cargo test"
 test_log=$(mktemp)
 # Doc tests are left out (there are none); every other target runs.
