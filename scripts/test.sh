@@ -12,7 +12,7 @@ log() { printf '\n== %s\n' "$*"; }
 # docker-registry is CNCF distribution, the reference the compatibility tests
 # serve berth's data directory with (and the reverse). podman needs no setup
 # beyond its package: the tests give it its own vfs storage in a temp dir.
-apt_packages=(docker.io skopeo podman busybox-static docker-registry ca-certificates curl)
+apt_packages=(docker.io skopeo podman busybox-static docker-registry ca-certificates curl python3-venv)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -72,9 +72,15 @@ cargo clippy --workspace --all-targets -- -D warnings
 log "cargo build --release (the static binary the self image packages)"
 cargo build --release --workspace
 
+log "reproducible build (a second build elsewhere gives the same binary)"
+bash scripts/reproducible.sh
+
 # What README.md tells a newcomer to type, exactly as written: the run
 # command must serve /v2/, and "Using it" must run top to bottom.
 bash scripts/readme-commands.sh all
+
+# oras-py for clients_oras (a pinned virtualenv in target/python-clients).
+bash scripts/python-clients.sh
 
 log "cargo test"
 test_log=$(mktemp)

@@ -277,15 +277,7 @@ impl Registry {
         manifest: &Manifest,
         size: u64,
     ) -> Result<()> {
-        let descriptor = Descriptor {
-            media_type: manifest.media_type.clone(),
-            digest: digest.clone(),
-            size,
-            urls: Vec::new(),
-            annotations: manifest.annotations.clone().filter(|a| !a.is_empty()),
-            artifact_type: manifest.artifact_type.clone(),
-            platform: None,
-        };
+        let descriptor = manifest.referrer_descriptor(digest.clone(), size);
         let json = serde_json::to_vec(&descriptor).expect("descriptors serialize");
         self.backend
             .put(&layout::referrer_entry(name, subject, digest), Bytes::from(json))
@@ -371,8 +363,12 @@ impl Registry {
     /// The referrers index of `subject` in `name`, optionally only those of
     /// one artifact type. Returns the index body and whether a filter applied.
     pub async fn referrers(&self, name: &RepoName, subject: &Digest, artifact_type: Option<&str>) -> Result<Vec<u8>> {
+        let wanted = |d: &Descriptor| artifact_type.is_none() || d.artifact_type.as_deref() == artifact_type;
         let mut found = Vec::new();
-        if self.source_for(name).is_none() {
+        if let Some(source) = self.source_for(name) {
+            found = source.referrers(name, subject).await?;
+            found.retain(wanted);
+        } else {
             let dir = layout::referrers_dir(name, subject);
             let mut entries = self.backend.list(&dir).await?;
             entries.sort();
@@ -389,7 +385,7 @@ impl Registry {
                     tracing::warn!(entry, "skipping unreadable referrers entry");
                     continue;
                 };
-                if artifact_type.is_none() || descriptor.artifact_type.as_deref() == artifact_type {
+                if wanted(&descriptor) {
                     found.push(descriptor);
                 }
             }

@@ -4,7 +4,7 @@
 use crate::{BlobContent, ManifestContent, Result};
 use async_trait::async_trait;
 use berth_spec::range::ByteRange;
-use berth_spec::{Digest, Reference, RepoName};
+use berth_spec::{Descriptor, Digest, Reference, RepoName};
 
 #[async_trait]
 pub trait ImageSource: Send + Sync + 'static {
@@ -25,4 +25,9 @@ pub trait ImageSource: Send + Sync + 'static {
 
     /// `BlobUnknown` when absent; `RangeNotSatisfiable` for a range outside the blob.
     async fn blob(&self, name: &RepoName, digest: &Digest, range: Option<ByteRange>) -> Result<BlobContent>;
+
+    /// The manifests of `name` whose `subject` is `subject`, as the referrers
+    /// API lists them, sorted by digest; empty when there are none (also for
+    /// an unknown subject, as for pushed content).
+    async fn referrers(&self, name: &RepoName, subject: &Digest) -> Result<Vec<Descriptor>>;
 }

@@ -212,6 +212,20 @@ impl Manifest {
         })
     }
 
+    /// How the referrers API lists this manifest (whose bytes have `digest`
+    /// and `size`) under its subject: its media type, artifact type and annotations.
+    pub fn referrer_descriptor(&self, digest: Digest, size: u64) -> Descriptor {
+        Descriptor {
+            media_type: self.media_type.clone(),
+            digest,
+            size,
+            urls: Vec::new(),
+            annotations: self.annotations.clone().filter(|a| !a.is_empty()),
+            artifact_type: self.artifact_type.clone(),
+            platform: None,
+        }
+    }
+
     /// Every blob this manifest needs to be present in its repository.
     pub fn required_blobs(&self) -> impl Iterator<Item = &Descriptor> {
         self.config.iter().chain(self.layers.iter()).filter(|d| !d.is_foreign())

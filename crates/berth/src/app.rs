@@ -138,7 +138,7 @@ pub async fn start(listener: TcpListener, args: &ServeArgs) -> anyhow::Result<Se
             .parse()
             .with_context(|| format!("--self-name {:?}", args.self_name))?;
         // Packaged in the background: /v2/ answers at once, requests for the self image wait for it.
-        let self_image = SelfImageSource::start(name, backend.clone());
+        let self_image = SelfImageSource::start(name, backend.clone(), vec![crate::sbom::attachment()]);
         registry.add_source(self_image.clone());
         // Packaging allocates a few MiB (compression, hashing) that an idle
         // server need not keep.

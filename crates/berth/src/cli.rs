@@ -37,6 +37,19 @@ pub enum Command {
     /// Every platform of a multi-platform image is included. skopeo, `docker
     /// load`, `berth import` and `berth serve --source` read the archive.
     Export(ExportArgs),
+    /// Print the digest of the image this executable serves of itself.
+    ///
+    /// To compare with what a registry serves as berth:<version>. The image
+    /// depends on nothing but the executable, and a release build of a given
+    /// commit gives the same executable anywhere, so a berth built from the
+    /// same source serves this digest.
+    SelfDigest,
+    /// Print this executable's bill of materials (CycloneDX JSON).
+    ///
+    /// Every crate compiled in, with version, source, checksum and license,
+    /// the Rust toolchain and the static C library. The self image carries the
+    /// same document as a referrer.
+    Sbom,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, Default)]

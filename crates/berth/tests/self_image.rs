@@ -1,7 +1,9 @@
 //! berth serves its own executable as an image: deterministic (the same
 //! binary gives the same digests on every start), well-formed, read-only, and
 //! runnable by the real docker engine, whose berth serves the same image again
-//! (three generations, one digest). Fails (never skips) without docker.
+//! (three generations, one digest); `berth self-digest` prints that digest, and
+//! the SBOM built into the binary hangs on the image as a referrer. Fails
+//! (never skips) without docker.
 
 mod support;
 
@@ -11,7 +13,7 @@ use std::io::Read;
 use std::time::{Duration, Instant};
 use support::images::{sha256_digest, unique};
 use support::tools::tool;
-use support::{BerthProcess, TestServer};
+use support::{berth_cli, BerthProcess, TestServer};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -191,6 +193,58 @@ fn self_image_is_well_formed_deterministic_and_read_only() {
         vec![],
     );
     assert_eq!(r.status, 404);
+}
+
+#[test]
+fn self_digest_prints_what_berth_serves_and_the_sbom_refers_to_it() {
+    let printed = berth_cli(["self-digest"]).ok().stdout;
+    let digest = printed.trim();
+    assert_eq!(printed, format!("{digest}\n"), "one line");
+    assert!(digest.starts_with("sha256:") && digest.len() == 71, "{printed}");
+
+    // The same executable, serving.
+    let data = tempfile::tempdir().unwrap();
+    let server = BerthProcess::spawn(data.path(), &[]);
+    let (served, image) = manifest(&server.url, "berth", "latest");
+    assert_eq!(served, digest, "berth self-digest is what berth serves");
+
+    let r = request(
+        "GET",
+        &format!("{}/v2/berth/referrers/{digest}", server.url),
+        &[],
+        vec![],
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(r.headers["content-type"], "application/vnd.oci.image.index.v1+json");
+    let index: Value = serde_json::from_slice(&r.body).unwrap();
+    let referrers = index["manifests"].as_array().unwrap();
+    assert_eq!(referrers.len(), 1, "{index}");
+    assert_eq!(referrers[0]["artifactType"], "application/vnd.cyclonedx+json");
+    let (sbom_digest, sbom_manifest) = manifest(&server.url, "berth", referrers[0]["digest"].as_str().unwrap());
+    assert_eq!(referrers[0]["size"], sbom_manifest.len());
+    let m: Value = serde_json::from_slice(&sbom_manifest).unwrap();
+    assert_eq!(m["subject"]["digest"], digest);
+    assert_eq!(m["subject"]["size"], image.len());
+    assert_eq!(m["artifactType"], "application/vnd.cyclonedx+json");
+    assert!(
+        m["annotations"].is_null(),
+        "no creation time or other varying annotation: {m}"
+    );
+    let document = blob(&server.url, "berth", m["layers"][0]["digest"].as_str().unwrap());
+    assert_eq!(document, berth_cli(["sbom"]).ok().stdout.into_bytes());
+    assert_eq!(
+        blob(&server.url, "berth", m["config"]["digest"].as_str().unwrap()),
+        b"{}"
+    );
+    // Only the image has referrers; the SBOM's manifest has none.
+    let r = request(
+        "GET",
+        &format!("{}/v2/berth/referrers/{sbom_digest}", server.url),
+        &[],
+        vec![],
+    );
+    let index: Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(index["manifests"], serde_json::json!([]));
 }
 
 /// Containers and images this test made in the shared engine, removed however it ends.

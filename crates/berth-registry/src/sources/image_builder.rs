@@ -210,6 +210,68 @@ pub fn manifest_json(config: &[u8], layer: &Layer) -> Vec<u8> {
     serde_json::to_vec(&manifest).expect("a manifest serializes")
 }
 
+/// The config of an artifact that has none: image-spec's empty descriptor, `{}`.
+pub const EMPTY_CONFIG: &[u8] = b"{}";
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ArtifactManifest<'a> {
+    schema_version: u32,
+    media_type: &'a str,
+    artifact_type: &'a str,
+    config: Desc<'a>,
+    layers: [TitledDesc<'a>; 1],
+    subject: Desc<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TitledDesc<'a> {
+    media_type: &'a str,
+    digest: &'a Digest,
+    size: u64,
+    annotations: Title<'a>,
+}
+
+#[derive(Serialize)]
+struct Title<'a> {
+    #[serde(rename = "org.opencontainers.image.title")]
+    title: &'a str,
+}
+
+/// An OCI artifact manifest that attaches `document` (of media type
+/// `artifact_type`, saved as `title` by clients such as oras) to the image
+/// manifest `subject`: image-spec's way of hanging an SBOM or a signature on
+/// an image, listed by the referrers API. Its config is [`EMPTY_CONFIG`]; it
+/// has no time in it, so the same document and subject give the same digest.
+pub fn artifact_manifest_json(subject: &[u8], artifact_type: &str, document: &[u8], title: &str) -> Vec<u8> {
+    let subject_digest = Digest::sha256_of(subject);
+    let config_digest = Digest::sha256_of(EMPTY_CONFIG);
+    let document_digest = Digest::sha256_of(document);
+    let manifest = ArtifactManifest {
+        schema_version: 2,
+        media_type: media_type::OCI_MANIFEST,
+        artifact_type,
+        config: Desc {
+            media_type: media_type::OCI_EMPTY,
+            digest: &config_digest,
+            size: EMPTY_CONFIG.len() as u64,
+        },
+        layers: [TitledDesc {
+            media_type: artifact_type,
+            digest: &document_digest,
+            size: document.len() as u64,
+            annotations: Title { title },
+        }],
+        subject: Desc {
+            media_type: media_type::OCI_MANIFEST,
+            digest: &subject_digest,
+            size: subject.len() as u64,
+        },
+    };
+    serde_json::to_vec(&manifest).expect("a manifest serializes")
+}
+
 /// True when the ELF executable asks for a program interpreter (the dynamic
 /// loader), i.e. it cannot run in an empty container. Static and static-pie
 /// executables have no `PT_INTERP` program header.
@@ -306,6 +368,38 @@ mod tests {
         assert_eq!(parsed.config.as_ref().unwrap().digest, Digest::sha256_of(&config));
         assert_eq!(parsed.layers[0].digest, layer.digest);
         assert_eq!(parsed.layers[0].size, layer.size);
+    }
+
+    #[test]
+    fn artifact_manifest_refers_to_its_subject() {
+        let (_, layer) = build(b"exe");
+        let image = manifest_json(&config_json("amd64", "linux", &layer.diff_id), &layer);
+        let sbom = br#"{"bomFormat":"CycloneDX"}"#;
+        let bytes = artifact_manifest_json(&image, media_type::CYCLONEDX_JSON, sbom, "sbom.cdx.json");
+        assert_eq!(
+            bytes,
+            artifact_manifest_json(&image, media_type::CYCLONEDX_JSON, sbom, "sbom.cdx.json")
+        );
+        let parsed = berth_spec::Manifest::parse(&bytes, None).unwrap();
+        assert_eq!(parsed.media_type, media_type::OCI_MANIFEST);
+        assert_eq!(parsed.artifact_type.as_deref(), Some(media_type::CYCLONEDX_JSON));
+        let subject = parsed.subject.unwrap();
+        assert_eq!(subject.digest, Digest::sha256_of(&image));
+        assert_eq!(subject.size, image.len() as u64);
+        assert_eq!(subject.media_type, media_type::OCI_MANIFEST);
+        let config = parsed.config.unwrap();
+        assert_eq!(config.media_type, media_type::OCI_EMPTY);
+        assert_eq!(
+            config.digest.to_string(),
+            "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
+        );
+        assert_eq!(parsed.layers.len(), 1);
+        assert_eq!(parsed.layers[0].digest, Digest::sha256_of(sbom));
+        assert_eq!(parsed.layers[0].media_type, media_type::CYCLONEDX_JSON);
+        let title = &parsed.layers[0].annotations.as_ref().unwrap()["org.opencontainers.image.title"];
+        assert_eq!(title, "sbom.cdx.json");
+        let other = artifact_manifest_json(&image, media_type::CYCLONEDX_JSON, b"{}", "sbom.cdx.json");
+        assert_ne!(bytes, other);
     }
 
     #[test]

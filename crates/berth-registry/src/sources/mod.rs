@@ -26,7 +26,7 @@ pub use self_image::SelfImageSource;
 use crate::{BlobContent, ImageSource, ManifestContent, RegistryError, Result};
 use async_trait::async_trait;
 use berth_spec::range::ByteRange;
-use berth_spec::{Digest, Manifest, ManifestKind, Reference, RepoName, Tag};
+use berth_spec::{Descriptor, Digest, Manifest, ManifestKind, Reference, RepoName, Tag};
 use berth_storage::{Backend, ByteStream, ObjectBody};
 use bytes::Bytes;
 use futures::StreamExt;
@@ -237,6 +237,8 @@ struct RepoImages {
     tags: BTreeMap<String, Digest>,
     /// Every manifest and blob readable from the repository.
     reachable: HashSet<Digest>,
+    /// The repository's manifests that have a subject, by subject, sorted by digest.
+    referrers: HashMap<Digest, Vec<Descriptor>>,
 }
 
 /// The images of one source, ready to serve.
@@ -350,16 +352,23 @@ impl ImageSetBuilder {
                         entry
                             .reachable
                             .extend(m.config.iter().chain(m.layers.iter()).map(|b| b.digest.clone()));
-                        if let Some(s) = &m.subject {
-                            entry.reachable.insert(s.digest.clone());
-                        }
                     }
+                }
+                if let Some(s) = &m.subject {
+                    entry.reachable.insert(s.digest.clone());
+                    let descriptor = m.referrer_descriptor(d.clone(), content.bytes.len() as u64);
+                    entry.referrers.entry(s.digest.clone()).or_default().push(descriptor);
                 }
             }
         }
         for n in &self.named {
             if let Some(r) = repos.get_mut(&n.repo) {
                 r.tags.insert(n.tag.to_string(), n.digest.clone());
+            }
+        }
+        for r in repos.values_mut() {
+            for list in r.referrers.values_mut() {
+                list.sort_by(|a, b| a.digest.cmp(&b.digest));
             }
         }
         ImageSet {
@@ -428,6 +437,15 @@ impl ImageSet {
             Reference::Digest(_) => return Err(unknown()),
         };
         self.manifests.get(digest).cloned().ok_or_else(unknown)
+    }
+
+    /// The manifests of `name` that name `subject` as theirs, sorted by digest.
+    pub fn referrers(&self, name: &RepoName, subject: &Digest) -> Vec<Descriptor> {
+        self.repos
+            .get(name)
+            .and_then(|r| r.referrers.get(subject))
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Whether the blob's bytes match its digest, hashing them on first use.
@@ -616,6 +634,10 @@ impl ImageSource for ArchiveSource {
     async fn blob(&self, name: &RepoName, digest: &Digest, range: Option<ByteRange>) -> Result<BlobContent> {
         self.set.blob(name, digest, range).await
     }
+
+    async fn referrers(&self, name: &RepoName, subject: &Digest) -> Result<Vec<Descriptor>> {
+        Ok(self.set.referrers(name, subject))
+    }
 }
 
 #[cfg(test)]
@@ -682,6 +704,78 @@ mod tests {
             Err(RegistryError::BlobUnknown(_))
         ));
         assert_eq!(set.verify_all().await, vec![layer]);
+    }
+
+    /// An artifact in a layout whose subject is the layout's image (as `oras
+    /// attach --oci-layout` or `cosign save` leave them) is served as its referrer.
+    #[tokio::test]
+    async fn layout_artifacts_with_a_subject_are_referrers() {
+        let dir = tempfile::tempdir().unwrap();
+        let (image, _) = layout(dir.path(), "v1");
+        let image_size = std::fs::metadata(dir.path().join("blobs/sha256").join(image.hex()))
+            .unwrap()
+            .len();
+        let empty = write_blob(dir.path(), b"{}");
+        let document = br#"{"spdxVersion":"SPDX-2.3"}"#;
+        let sbom = write_blob(dir.path(), document);
+        let artifact = |kind: &str| {
+            serde_json::to_vec(&json!({
+                "schemaVersion": 2,
+                "mediaType": media_type::OCI_MANIFEST,
+                "artifactType": kind,
+                "config": {"mediaType": media_type::OCI_EMPTY, "digest": empty, "size": 2},
+                "layers": [{"mediaType": kind, "digest": sbom, "size": document.len()}],
+                "subject": {"mediaType": media_type::OCI_MANIFEST, "digest": image, "size": image_size},
+                "annotations": {"org.example": kind},
+            }))
+            .unwrap()
+        };
+        let (a, b) = (artifact("application/spdx+json"), artifact("application/example"));
+        let (da, db) = (write_blob(dir.path(), &a), write_blob(dir.path(), &b));
+        let mut index: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join("index.json")).unwrap()).unwrap();
+        for (d, bytes) in [(&da, &a), (&db, &b)] {
+            index["manifests"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!({"mediaType": media_type::OCI_MANIFEST, "digest": d, "size": bytes.len()}));
+        }
+        std::fs::write(dir.path().join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+
+        let name: RepoName = "mirror".parse().unwrap();
+        let source = ArchiveSource::open(name.clone(), dir.path()).unwrap();
+        let referrers = source.referrers(&name, &image).await.unwrap();
+        let mut expected = vec![
+            (da.clone(), "application/spdx+json"),
+            (db.clone(), "application/example"),
+        ];
+        expected.sort();
+        assert_eq!(
+            referrers
+                .iter()
+                .map(|r| (r.digest.clone(), r.artifact_type.as_deref().unwrap()))
+                .collect::<Vec<_>>(),
+            expected
+        );
+        for r in &referrers {
+            assert_eq!(r.media_type, media_type::OCI_MANIFEST);
+            assert_eq!(
+                r.annotations.as_ref().unwrap()["org.example"],
+                r.artifact_type.clone().unwrap()
+            );
+            let m = source
+                .manifest(&name, &Reference::Digest(r.digest.clone()))
+                .await
+                .unwrap();
+            assert_eq!(m.bytes.len() as u64, r.size);
+        }
+        assert!(source.blob(&name, &sbom, None).await.is_ok());
+        assert!(source.referrers(&name, &da).await.unwrap().is_empty());
+        assert!(source
+            .referrers(&"other".parse().unwrap(), &image)
+            .await
+            .unwrap()
+            .is_empty());
     }
 
     #[test]

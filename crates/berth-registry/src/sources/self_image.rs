@@ -7,13 +7,18 @@
 //! self image wait for it. The result is cached in the data directory under
 //! the executable's own digest ([`layout::self_image_dir`]), so a restart of
 //! the same binary only re-verifies the cache.
+//!
+//! Documents about the binary (its SBOM, which the binary embeds) are served
+//! beside the image as OCI referrers: artifact manifests whose `subject` is
+//! the image, listed by `GET /v2/<name>/referrers/<digest>`. They are built as
+//! deterministically as the image, so they too depend only on the binary.
 
 use super::image_builder::{self, Layer};
 use super::{BlobLocation, ImageSet, ImageSetBuilder};
 use crate::{BlobContent, ImageSource, ManifestContent, RegistryError, Result};
 use async_trait::async_trait;
 use berth_spec::range::ByteRange;
-use berth_spec::{media_type, Digest, Reference, RepoName, Tag};
+use berth_spec::{media_type, Descriptor, Digest, Reference, RepoName, Tag};
 use berth_storage::{layout, Backend};
 use bytes::Bytes;
 use futures::StreamExt;
@@ -36,11 +41,21 @@ pub struct SelfImageSource {
     state: watch::Receiver<State>,
 }
 
+/// A document attached to the self image as a referrer (berth's SBOM).
+#[derive(Debug, Clone)]
+pub struct Attachment {
+    /// The artifact type, also the media type of the one layer (`application/vnd.cyclonedx+json`).
+    pub artifact_type: String,
+    /// The file name clients such as oras save the document as.
+    pub title: String,
+    pub document: Bytes,
+}
+
 impl SelfImageSource {
-    /// Starts packaging the running executable in the background, as repository `name`.
-    /// Must be called inside a tokio runtime.
-    pub fn start(name: RepoName, backend: Arc<dyn Backend>) -> Arc<SelfImageSource> {
-        Self::start_from(name, backend, std::env::current_exe())
+    /// Starts packaging the running executable in the background, as repository
+    /// `name`, with `attachments` as its referrers. Must be called inside a tokio runtime.
+    pub fn start(name: RepoName, backend: Arc<dyn Backend>, attachments: Vec<Attachment>) -> Arc<SelfImageSource> {
+        Self::start_from(name, backend, std::env::current_exe(), attachments)
     }
 
     /// As [`start`](Self::start), for a given executable (tests).
@@ -48,6 +63,7 @@ impl SelfImageSource {
         name: RepoName,
         backend: Arc<dyn Backend>,
         executable: std::io::Result<PathBuf>,
+        attachments: Vec<Attachment>,
     ) -> Arc<SelfImageSource> {
         // Opened now, so a binary replaced on disk later does not change what is packaged.
         let opened = executable.and_then(|p| File::open(&p).map(|f| (p, f)));
@@ -56,7 +72,7 @@ impl SelfImageSource {
         tokio::spawn(async move {
             let started = Instant::now();
             let result = match opened {
-                Ok((path, file)) => prepare(&repo, backend, path, file).await,
+                Ok((path, file)) => prepare(&repo, backend, path, file, attachments).await,
                 Err(e) => Err(format!("cannot open berth's own executable: {e}")),
             };
             match &result {
@@ -143,6 +159,14 @@ impl ImageSource for SelfImageSource {
         let state = self.images().await?;
         state.as_ref().as_ref().unwrap().blob(name, digest, range).await
     }
+
+    async fn referrers(&self, name: &RepoName, subject: &Digest) -> Result<Vec<Descriptor>> {
+        if name != &self.name {
+            return Ok(Vec::new());
+        }
+        let state = self.images().await?;
+        Ok(state.as_ref().as_ref().unwrap().referrers(name, subject))
+    }
 }
 
 struct Built {
@@ -156,6 +180,7 @@ async fn prepare(
     backend: Arc<dyn Backend>,
     path: PathBuf,
     file: File,
+    attachments: Vec<Attachment>,
 ) -> std::result::Result<ImageSet, String> {
     // Blocking work stops when this task is dropped (the runtime shutting
     // down), so a server stopped early does not wait for the packaging.
@@ -172,7 +197,7 @@ async fn prepare(
         None => build(backend.as_ref(), &dir, file, len).await?,
     };
     let mut b = ImageSetBuilder::new("berth's own executable".to_owned());
-    let manifest = b.add_manifest(built.manifest, media_type::OCI_MANIFEST.to_owned());
+    let manifest = b.add_manifest(built.manifest.clone(), media_type::OCI_MANIFEST.to_owned());
     b.add_blob(Digest::sha256_of(&built.config), BlobLocation::Bytes(built.config))
         .map_err(|e| e.to_string())?;
     b.add_verified_blob(
@@ -187,7 +212,34 @@ async fn prepare(
         let tag: Tag = tag.parse().map_err(|e| format!("{e}"))?;
         b.name(name.clone(), tag, manifest.clone());
     }
+    for a in attachments {
+        let artifact = image_builder::artifact_manifest_json(&built.manifest, &a.artifact_type, &a.document, &a.title);
+        let empty = Bytes::from_static(image_builder::EMPTY_CONFIG);
+        b.add_blob(Digest::sha256_of(&empty), BlobLocation::Bytes(empty))
+            .map_err(|e| e.to_string())?;
+        b.add_blob(Digest::sha256_of(&a.document), BlobLocation::Bytes(a.document))
+            .map_err(|e| e.to_string())?;
+        let digest = b.add_manifest(Bytes::from(artifact), media_type::OCI_MANIFEST.to_owned());
+        b.reach(name.clone(), digest);
+    }
     Ok(b.build())
+}
+
+/// The config and manifest of the self image whose layer is `layer`.
+fn documents(layer: &Layer) -> (Vec<u8>, Vec<u8>) {
+    let config = image_builder::config_json(image_builder::goarch(), std::env::consts::OS, &layer.diff_id);
+    let manifest = image_builder::manifest_json(&config, layer);
+    (config, manifest)
+}
+
+/// The manifest digest of the self image of `executable`, computed without
+/// storing anything (`berth self-digest`): what a berth running that
+/// executable serves as `berth:latest`, since both build it with the same code.
+pub fn manifest_digest(executable: &std::path::Path) -> std::io::Result<Digest> {
+    let file = File::open(executable)?;
+    let len = file.metadata()?.len();
+    let layer = image_builder::write_layer(file, len, std::io::sink())?;
+    Ok(Digest::sha256_of(&documents(&layer).1))
 }
 
 /// Hashes the executable (the cache key) and checks that it can run alone.
@@ -233,8 +285,8 @@ async fn load_cached(backend: &dyn Backend, dir: &str) -> Option<Built> {
         size: layer_desc.size,
         diff_id,
     };
-    let expected_config = image_builder::config_json(image_builder::goarch(), std::env::consts::OS, &layer.diff_id);
-    if expected_config != config || image_builder::manifest_json(&config, &layer) != manifest {
+    let (expected_config, expected_manifest) = documents(&layer);
+    if expected_config != config || expected_manifest != manifest {
         tracing::warn!(
             cache = dir,
             "cached self image differs from what this build makes; rebuilding"
@@ -347,8 +399,7 @@ async fn build(backend: &dyn Backend, dir: &str, file: File, len: u64) -> std::r
         .promote(&staged, &format!("{dir}/{LAYER_FILE}"))
         .await
         .map_err(|e| e.to_string())?;
-    let config = image_builder::config_json(image_builder::goarch(), std::env::consts::OS, &layer.diff_id);
-    let manifest = image_builder::manifest_json(&config, &layer);
+    let (config, manifest) = documents(&layer);
     let config = Bytes::from(config);
     let manifest = Bytes::from(manifest);
     // The manifest goes last: its presence marks a complete cache entry.
@@ -378,21 +429,65 @@ mod tests {
     use super::*;
     use berth_storage::FsBackend;
 
+    fn sbom() -> Attachment {
+        Attachment {
+            artifact_type: media_type::CYCLONEDX_JSON.to_owned(),
+            title: "sbom.cdx.json".to_owned(),
+            document: Bytes::from_static(br#"{"bomFormat":"CycloneDX","specVersion":"1.5"}"#),
+        }
+    }
+
+    async fn read_blob(src: &SelfImageSource, name: &RepoName, digest: &Digest) -> Vec<u8> {
+        let blob = src.blob(name, digest, None).await.unwrap();
+        let mut bytes = Vec::new();
+        let mut stream = super::super::body_stream(blob.body.unwrap());
+        while let Some(chunk) = stream.next().await {
+            bytes.extend_from_slice(&chunk.unwrap());
+        }
+        assert_eq!(&Digest::sha256_of(&bytes), digest);
+        bytes
+    }
+
     async fn digest_of(dir: &std::path::Path, exe: &std::path::Path) -> (Digest, ImageSetDigests) {
         let backend: Arc<dyn Backend> = Arc::new(FsBackend::new(dir));
-        let src = SelfImageSource::start_from("berth".parse().unwrap(), backend, Ok(exe.to_owned()));
+        let src = SelfImageSource::start_from("berth".parse().unwrap(), backend, Ok(exe.to_owned()), vec![sbom()]);
         let d = src.ready().await.unwrap();
+        assert_eq!(
+            manifest_digest(exe).unwrap(),
+            d,
+            "berth self-digest computes what is served"
+        );
         let name: RepoName = "berth".parse().unwrap();
         let m = src.manifest(&name, &Reference::Digest(d.clone())).await.unwrap();
         let parsed = berth_spec::Manifest::parse(&m.bytes, Some(&m.media_type)).unwrap();
         let layer = &parsed.layers[0];
         let blob = src.blob(&name, &layer.digest, None).await.unwrap();
         assert_eq!(blob.size, layer.size);
+
+        // The SBOM hangs on the image: one referrer, whose manifest and blobs are served.
+        let referrers = src.referrers(&name, &d).await.unwrap();
+        assert_eq!(referrers.len(), 1);
+        let r = &referrers[0];
+        assert_eq!(r.artifact_type.as_deref(), Some(media_type::CYCLONEDX_JSON));
+        assert_eq!(r.media_type, media_type::OCI_MANIFEST);
+        let artifact = src.manifest(&name, &Reference::Digest(r.digest.clone())).await.unwrap();
+        assert_eq!(artifact.bytes.len() as u64, r.size);
+        let artifact = berth_spec::Manifest::parse(&artifact.bytes, None).unwrap();
+        assert_eq!(artifact.subject.unwrap().digest, d);
+        assert_eq!(
+            read_blob(&src, &name, &artifact.layers[0].digest).await,
+            sbom().document
+        );
+        assert_eq!(read_blob(&src, &name, &artifact.config.unwrap().digest).await, b"{}");
+        // Nothing else refers to anything; another repository has no referrers.
+        assert!(src.referrers(&name, &r.digest).await.unwrap().is_empty());
+        assert!(src.referrers(&"other".parse().unwrap(), &d).await.unwrap().is_empty());
         (
             d,
             ImageSetDigests {
                 tags: src.tags(&name).await.unwrap(),
                 layer: layer.digest.clone(),
+                sbom: r.digest.clone(),
             },
         )
     }
@@ -401,6 +496,7 @@ mod tests {
     struct ImageSetDigests {
         tags: Vec<String>,
         layer: Digest,
+        sbom: Digest,
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -439,6 +535,7 @@ mod tests {
             "berth".parse().unwrap(),
             backend,
             Ok(a.path().join("no-such-executable")),
+            vec![sbom()],
         );
         assert!(src.ready().await.is_err());
         let name: RepoName = "berth".parse().unwrap();
@@ -446,6 +543,8 @@ mod tests {
             .manifest(&name, &Reference::Tag("latest".parse().unwrap()))
             .await
             .unwrap_err();
+        assert!(matches!(err, RegistryError::Unsupported(_)));
+        let err = src.referrers(&name, &Digest::sha256_of(b"x")).await.unwrap_err();
         assert!(matches!(err, RegistryError::Unsupported(_)));
     }
 }
