@@ -58,6 +58,9 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    // Only the failed-login limiter needs the client's address: without
+    // auth, requests carry no extension (inserting one allocates).
+    let want_peer = state.auth.is_some();
     let router = router(state);
     let mut http = hyper::server::conn::http1::Builder::new();
     // Body frames must reach the socket as they are (queued, written with
@@ -86,8 +89,9 @@ pub async fn serve(
         let router = router.clone();
         let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
             let mut req = req.map(Body::new);
-            // The client's address, for the failed-login limiter.
-            req.extensions_mut().insert(ConnectInfo(peer));
+            if want_peer {
+                req.extensions_mut().insert(ConnectInfo(peer));
+            }
             tower::ServiceExt::oneshot(router.clone(), req)
         });
         let conn = http.serve_connection(hyper_util::rt::TokioIo::new(io), service);
@@ -121,7 +125,8 @@ async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
             if let Some(r) = &record {
                 log.set_auth(r.clone());
             }
-            authorized(&state, auth, req, record.as_ref()).await
+            // Boxed: requests without auth do not carry this future's state.
+            Box::pin(authorized(&state, auth, req, record.as_ref())).await
         }
     };
     let mut resp = match result {

@@ -136,8 +136,13 @@ pub struct Verifier {
     service: String,
     trust: TrustStore,
     built_in_kid: Option<String>,
-    cache: Mutex<HashMap<Box<str>, Arc<Verified>>>,
+    /// By signature (short to hash; unique to the token), with the whole
+    /// token, compared on a hit.
+    cache: Mutex<HashMap<Box<str>, Cached>>,
 }
+
+/// A verified token's whole text and what it allows.
+type Cached = (Box<str>, Arc<Verified>);
 
 impl Verifier {
     /// `built_in_kid`: the key ID of berth's own signing key, whose tokens
@@ -153,21 +158,21 @@ impl Verifier {
     }
 
     pub fn verify(&self, token: &str) -> Result<Arc<Verified>, TokenError> {
-        let now = now_secs();
-        if let Some(v) = self.cache.lock().unwrap().get(token) {
-            if !v.expired(now) {
-                return Ok(v.clone());
-            }
-        }
         if token.len() > MAX_TOKEN_LEN {
             return Err(TokenError::Malformed);
+        }
+        let signature = token.rsplit('.').next().unwrap_or("");
+        if let Some((whole, v)) = self.cache.lock().unwrap().get(signature) {
+            if whole.as_ref() == token && !v.expired(now_secs()) {
+                return Ok(v.clone());
+            }
         }
         let verified = Arc::new(self.verify_uncached(token)?);
         let mut cache = self.cache.lock().unwrap();
         if cache.len() >= CACHE_MAX {
             cache.clear();
         }
-        cache.insert(token.into(), verified.clone());
+        cache.insert(signature.into(), (token.into(), verified.clone()));
         Ok(verified)
     }
 
