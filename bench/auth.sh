@@ -64,7 +64,10 @@ for r in $(seq 1 "$rounds"); do
     echo "$line" | python3 -c "
 import json, sys
 d = json.load(sys.stdin)
-us = d['server']['cpu_s'] / max(d['requests'], 1) * 1e6
-print('round $r $s', round(d['requests_per_s']), 'req/s, server CPU %.1f us/req, p99' % us, d['latency'].get('p99_ms'), 'ms, errors', d['errors'])"
+n = max(d['requests'], 1)
+server = d['server']['cpu_s'] / n * 1e6
+client = d['client_cpu_s'] / n * 1e6
+print('round $r %-5s %6d req/s  server CPU %5.2f us/req  client %5.2f us/req  p99 %6.2f ms  errors %d' % (
+    '$s', d['requests_per_s'], server, client, d['latency']['p99_ms'], d['errors']))"
   done
 done

@@ -17,7 +17,7 @@ mod uploads;
 
 use auth::{Auth, Permit};
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use berth_registry::Registry;
@@ -58,9 +58,6 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    // Only the failed-login limiter needs the client's address: without
-    // auth, requests carry no extension (inserting one allocates).
-    let want_peer = state.auth.is_some();
     let router = router(state);
     let mut http = hyper::server::conn::http1::Builder::new();
     // Body frames must reach the socket as they are (queued, written with
@@ -88,24 +85,24 @@ pub async fn serve(
         let regions = io.regions();
         let router = router.clone();
         let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-            let mut req = req.map(Body::new);
-            if want_peer {
-                req.extensions_mut().insert(ConnectInfo(peer));
-            }
-            tower::ServiceExt::oneshot(router.clone(), req)
+            tower::ServiceExt::oneshot(router.clone(), req.map(Body::new))
         });
         let conn = http.serve_connection(hyper_util::rt::TokioIo::new(io), service);
         let mut stop = stop_rx.clone();
-        tokio::spawn(sendfile::REGIONS.scope(regions, async move {
-            let mut conn = std::pin::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => return,
-                _ = stop.changed() => {}
-            }
-            // Finish the request in flight, then close.
-            conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
-        }));
+        // The peer is known to the connection's task, not to each request.
+        tokio::spawn(auth::CLIENT.scope(
+            peer,
+            sendfile::REGIONS.scope(regions, async move {
+                let mut conn = std::pin::pin!(conn);
+                tokio::select! {
+                    _ = conn.as_mut() => return,
+                    _ = stop.changed() => {}
+                }
+                // Finish the request in flight, then close.
+                conn.as_mut().graceful_shutdown();
+                let _ = conn.await;
+            }),
+        ));
     }
     drop(listener);
     drop(stop_rx);
@@ -125,8 +122,10 @@ async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
             if let Some(r) = &record {
                 log.set_auth(r.clone());
             }
-            // Boxed: requests without auth do not carry this future's state.
-            Box::pin(authorized(&state, auth, req, record.as_ref())).await
+            match gate(auth, req, record.as_ref()).await {
+                Gate::Pass(req, permit) => handle(&state, req, permit).await,
+                Gate::Answer(answer) => answer,
+            }
         }
     };
     let mut resp = match result {
@@ -140,35 +139,35 @@ async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
     log.finish(resp)
 }
 
-/// Identifies the caller and checks the request against the policy before
-/// handling it; serves the token endpoints.
-async fn authorized(
-    state: &AppState,
-    auth: &Arc<Auth>,
-    req: Request,
-    record: Option<&auth::SharedRecord>,
-) -> Result<Response, ApiError> {
+/// What [`gate`] decided: handle the request with this permit, or answer
+/// without handling it (a refusal, or the token endpoints).
+enum Gate {
+    Pass(Request, Permit),
+    Answer(Result<Response, ApiError>),
+}
+
+/// Identifies the caller and checks the request against the policy before it
+/// is handled; serves the token endpoints. Its state is small (a bcrypt check
+/// and the token endpoint are boxed), so requests pay little for awaiting it.
+async fn gate(auth: &Arc<Auth>, req: Request, record: Option<&auth::SharedRecord>) -> Gate {
     let (parts, body) = req.into_parts();
     match parts.uri.path() {
         "/token" => {
-            if let Some(answer) = auth.token_endpoint(&parts, body, record).await {
-                return answer;
-            }
-            return Err(ApiError::not_found_route());
+            let answer = Box::pin(auth.token_endpoint(&parts, body, record)).await;
+            return Gate::Answer(answer.unwrap_or_else(|| Err(ApiError::not_found_route())));
         }
         "/.well-known/jwks.json" if parts.method == Method::GET => {
-            return auth.jwks().ok_or_else(ApiError::not_found_route);
+            return Gate::Answer(auth.jwks().ok_or_else(ApiError::not_found_route));
         }
         _ => {}
     }
-    let permit = match route::parse(parts.uri.path()) {
-        Some(route) => {
-            auth.authorize(&parts, auth::need(&route, &parts.method), record)
-                .await?
-        }
-        None => return Err(ApiError::not_found_route()),
+    let Some(route) = route::parse(parts.uri.path()) else {
+        return Gate::Answer(Err(ApiError::not_found_route()));
     };
-    handle(state, Request::from_parts(parts, body), permit).await
+    match auth.authorize(&parts, auth::need(&route, &parts.method), record).await {
+        Ok(permit) => Gate::Pass(Request::from_parts(parts, body), permit),
+        Err(e) => Gate::Answer(Err(e)),
+    }
 }
 
 async fn handle(state: &AppState, req: Request, permit: Permit) -> Result<Response, ApiError> {

@@ -10,7 +10,7 @@
 
 use hmac::{KeyInit, Mac};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 type HmacSha256 = hmac::Hmac<sha2_011::Sha256>;
@@ -31,7 +31,8 @@ pub struct CredentialCache {
     /// The MAC with its random key already absorbed: cloning it skips two
     /// of the four SHA-256 blocks a keyed MAC of short input costs.
     keyed: HmacSha256,
-    entries: Mutex<HashMap<[u8; 32], Entry>>,
+    /// Read-locked for lookups, so that threads do not wait on each other.
+    entries: RwLock<HashMap<[u8; 32], Entry>>,
 }
 
 impl CredentialCache {
@@ -40,7 +41,7 @@ impl CredentialCache {
         getrandom::fill(&mut key).expect("the operating system's random numbers");
         CredentialCache {
             keyed: HmacSha256::new_from_slice(&key).expect("any key length"),
-            entries: Mutex::new(HashMap::new()),
+            entries: RwLock::new(HashMap::new()),
         }
     }
 
@@ -68,7 +69,7 @@ impl CredentialCache {
 
     /// The user, if the credentials behind `key` were checked successfully less than [`TTL`] ago.
     pub fn get(&self, key: &Key) -> Option<Arc<str>> {
-        let entries = self.entries.lock().unwrap();
+        let entries = self.entries.read().unwrap();
         let (name, expires) = entries.get(&key.0)?;
         (Instant::now() < *expires).then(|| name.clone())
     }
@@ -76,7 +77,7 @@ impl CredentialCache {
     pub fn insert(&self, key: Key, user: &str) -> Arc<str> {
         let name: Arc<str> = Arc::from(user);
         let now = Instant::now();
-        let mut entries = self.entries.lock().unwrap();
+        let mut entries = self.entries.write().unwrap();
         if entries.len() >= MAX_ENTRIES {
             entries.retain(|_, (_, expires)| *expires > now);
             if entries.len() >= MAX_ENTRIES {
@@ -89,7 +90,7 @@ impl CredentialCache {
 
     /// Forgets everything (the password file changed).
     pub fn clear(&self) {
-        self.entries.lock().unwrap().clear();
+        self.entries.write().unwrap().clear();
     }
 }
 
@@ -119,6 +120,6 @@ mod tests {
         for i in 0..MAX_ENTRIES + 10 {
             c.insert(c.key(&format!("u{i}"), "pw"), "u");
         }
-        assert!(c.entries.lock().unwrap().len() <= MAX_ENTRIES);
+        assert!(c.entries.read().unwrap().len() <= MAX_ENTRIES);
     }
 }

@@ -271,11 +271,21 @@ impl Permit {
     }
 }
 
+tokio::task_local! {
+    /// The peer of the connection a request came on, set for each
+    /// connection's task by `serve` (no per-request cost).
+    pub static CLIENT: SocketAddr;
+}
+
+/// The client's address, for the failed-login limiter and the log: the
+/// connection's peer, or a `ConnectInfo` extension when the router is served
+/// by other means.
 fn client_addr(parts: &Parts) -> IpAddr {
-    parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip())
+    CLIENT
+        .try_with(|a| a.ip())
+        .ok()
+        .or_else(|| parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()))
+        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
 }
 
 /// What a request's challenge realm is made from, kept until a challenge is

@@ -12,7 +12,7 @@ use berth_policy::{Action, Actions};
 use jsonwebtoken::{Header, Validation};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use signing::SigningKey;
@@ -138,7 +138,7 @@ pub struct Verifier {
     built_in_kid: Option<String>,
     /// By signature (short to hash; unique to the token), with the whole
     /// token, compared on a hit.
-    cache: Mutex<HashMap<Box<str>, Cached>>,
+    cache: RwLock<HashMap<Box<str>, Cached>>,
 }
 
 /// A verified token's whole text and what it allows.
@@ -153,7 +153,7 @@ impl Verifier {
             service,
             trust,
             built_in_kid,
-            cache: Mutex::new(HashMap::new()),
+            cache: RwLock::new(HashMap::new()),
         }
     }
 
@@ -162,13 +162,14 @@ impl Verifier {
             return Err(TokenError::Malformed);
         }
         let signature = token.rsplit('.').next().unwrap_or("");
-        if let Some((whole, v)) = self.cache.lock().unwrap().get(signature) {
+        // A read lock: requests on other threads look up at the same time.
+        if let Some((whole, v)) = self.cache.read().unwrap().get(signature) {
             if whole.as_ref() == token && !v.expired(now_secs()) {
                 return Ok(v.clone());
             }
         }
         let verified = Arc::new(self.verify_uncached(token)?);
-        let mut cache = self.cache.lock().unwrap();
+        let mut cache = self.cache.write().unwrap();
         if cache.len() >= CACHE_MAX {
             cache.clear();
         }
