@@ -26,6 +26,7 @@ trap cleanup EXIT
 command -v htpasswd >/dev/null || { echo "needs htpasswd (apt-get install apache2-utils)" >&2; exit 2; }
 htpasswd -cbB "$work/htpasswd" bench bench-pw 2>/dev/null
 
+declare -A pid=()
 start() { # name, extra args... -> sets addr
   local name="$1"; shift
   mkdir -p "$work/$name"
@@ -33,9 +34,10 @@ start() { # name, extra args... -> sets addr
   "$berth" serve --listen 127.0.0.1:0 --log "warn,berth=info,berth::access=warn" --log-format json \
     --no-self-image --data "$work/$name" "$@" >/dev/null 2>"$work/$name.log" &
   pids+=($!)
+  pid[$name]=$!
   addr=""
   for _ in $(seq 1 100); do
-    addr="$(grep -o '"addr":"[^"]*"' "$work/$name.log" | head -1 | cut -d'"' -f4 || true)"
+    addr="$(grep -so '"addr":"[^"]*"' "$work/$name.log" | head -1 | cut -d'"' -f4 || true)"
     [ -n "$addr" ] && return
     sleep 0.1
   done
@@ -58,7 +60,14 @@ done
 for r in $(seq 1 "$rounds"); do
   for s in anon token basic; do
     line="$(BERTH_BENCH_AUTHORIZATION="${auth[$s]}" "$bench" run --json --no-setup --url "${url[$s]}" \
-      --workload pull-manifest -c 64 -d "$dur" --warmup)"
-    echo "$line" | python3 -c "import json,sys; d=json.load(sys.stdin); print('round $r $s', round(d['requests_per_s']), 'req/s, p99', d['latency'].get('p99_ms'), 'ms, errors', d['errors'])"
+      --workload pull-manifest -c 64 -d "$dur" --warmup --server-pid "${pid[$s]}")"
+    echo "$line" | python3 -c "
+import json, sys
+d = json.load(sys.stdin)
+n = max(d['requests'], 1)
+server = d['server']['cpu_s'] / n * 1e6
+client = d['client_cpu_s'] / n * 1e6
+print('round $r %-5s %6d req/s  server CPU %5.2f us/req  client %5.2f us/req  p99 %6.2f ms  errors %d' % (
+    '$s', d['requests_per_s'], server, client, d['latency']['p99_ms'], d['errors']))"
   done
 done

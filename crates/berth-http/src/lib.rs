@@ -60,7 +60,10 @@ async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
             if let Some(r) = &record {
                 log.set_auth(r.clone());
             }
-            authorized(&state, auth, req, record.as_ref()).await
+            match gate(auth, req, record.as_ref()).await {
+                Gate::Pass(req, permit) => handle(&state, req, permit).await,
+                Gate::Answer(answer) => answer,
+            }
         }
     };
     let mut resp = match result {
@@ -74,35 +77,35 @@ async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
     log.finish(resp)
 }
 
-/// Identifies the caller and checks the request against the policy before
-/// handling it; serves the token endpoints.
-async fn authorized(
-    state: &AppState,
-    auth: &Arc<Auth>,
-    req: Request,
-    record: Option<&auth::SharedRecord>,
-) -> Result<Response, ApiError> {
+/// What [`gate`] decided: handle the request with this permit, or answer
+/// without handling it (a refusal, or the token endpoints).
+enum Gate {
+    Pass(Request, Permit),
+    Answer(Result<Response, ApiError>),
+}
+
+/// Identifies the caller and checks the request against the policy before it
+/// is handled; serves the token endpoints. Its state is small (a bcrypt check
+/// and the token endpoint are boxed), so requests pay little for awaiting it.
+async fn gate(auth: &Arc<Auth>, req: Request, record: Option<&auth::SharedRecord>) -> Gate {
     let (parts, body) = req.into_parts();
     match parts.uri.path() {
         "/token" => {
-            if let Some(answer) = auth.token_endpoint(&parts, body, record).await {
-                return answer;
-            }
-            return Err(ApiError::not_found_route());
+            let answer = Box::pin(auth.token_endpoint(&parts, body, record)).await;
+            return Gate::Answer(answer.unwrap_or_else(|| Err(ApiError::not_found_route())));
         }
         "/.well-known/jwks.json" if parts.method == Method::GET => {
-            return auth.jwks().ok_or_else(ApiError::not_found_route);
+            return Gate::Answer(auth.jwks().ok_or_else(ApiError::not_found_route));
         }
         _ => {}
     }
-    let permit = match route::parse(parts.uri.path()) {
-        Some(route) => {
-            auth.authorize(&parts, auth::need(&route, &parts.method), record)
-                .await?
-        }
-        None => return Err(ApiError::not_found_route()),
+    let Some(route) = route::parse(parts.uri.path()) else {
+        return Gate::Answer(Err(ApiError::not_found_route()));
     };
-    handle(state, Request::from_parts(parts, body), permit).await
+    match auth.authorize(&parts, auth::need(&route, &parts.method), record).await {
+        Ok(permit) => Gate::Pass(Request::from_parts(parts, body), permit),
+        Err(e) => Gate::Answer(Err(e)),
+    }
 }
 
 async fn handle(state: &AppState, req: Request, permit: Permit) -> Result<Response, ApiError> {

@@ -62,7 +62,8 @@ pub fn build(args: &ServeArgs) -> anyhow::Result<Option<Auth>> {
             mode: TokenMode::BuiltIn {
                 key,
                 realm: args.token_realm.clone(),
-                https: false,
+                // The realm clients are sent to: https when berth serves TLS.
+                https: args.tls_cert.is_some(),
                 expiry: Duration::from_secs(args.token_expiry_secs),
             },
         })

@@ -425,7 +425,14 @@ fn broken_archives_are_reported_at_start_and_the_rest_is_served() {
     assert!(out.stderr.contains("PREFIX=PATH"), "{}", out.describe());
     // So is a path that is not there (a typo, not a damaged archive).
     let out = tool(&support::berth_exe().display().to_string())
-        .args(["serve", "--listen", "127.0.0.1:0", "--no-self-image", "--data", &p("data3")])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--no-self-image",
+            "--data",
+            &p("data3"),
+        ])
         .args(["--source", &format!("missing={}", p("no-such.tar"))])
         .timeout(Duration::from_secs(30))
         .fails();

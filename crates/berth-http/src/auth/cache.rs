@@ -10,7 +10,7 @@
 
 use hmac::{KeyInit, Mac};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 type HmacSha256 = hmac::Hmac<sha2_011::Sha256>;
@@ -23,11 +23,16 @@ const MAX_ENTRIES: usize = 4096;
 /// The user the credentials belong to, and when the entry expires.
 type Entry = (Arc<str>, Instant);
 
+/// A cache key: HMAC-SHA256 of credentials.
+#[derive(Clone, Copy)]
+pub struct Key([u8; 32]);
+
 pub struct CredentialCache {
     /// The MAC with its random key already absorbed: cloning it skips two
     /// of the four SHA-256 blocks a keyed MAC of short input costs.
     keyed: HmacSha256,
-    entries: Mutex<HashMap<[u8; 32], Entry>>,
+    /// Read-locked for lookups, so that threads do not wait on each other.
+    entries: RwLock<HashMap<[u8; 32], Entry>>,
 }
 
 impl CredentialCache {
@@ -36,45 +41,56 @@ impl CredentialCache {
         getrandom::fill(&mut key).expect("the operating system's random numbers");
         CredentialCache {
             keyed: HmacSha256::new_from_slice(&key).expect("any key length"),
-            entries: Mutex::new(HashMap::new()),
+            entries: RwLock::new(HashMap::new()),
         }
     }
 
-    fn fingerprint(&self, user: &str, password: &str) -> [u8; 32] {
+    fn mac(&self, domain: u8, parts: &[&[u8]]) -> Key {
         let mut mac = self.keyed.clone();
-        // The length prefix keeps ("ab", "c") and ("a", "bc") apart.
-        mac.update(&(user.len() as u64).to_le_bytes());
-        mac.update(user.as_bytes());
-        mac.update(password.as_bytes());
-        mac.finalize().into_bytes().into()
+        mac.update(&[domain]);
+        for p in parts {
+            // Length prefixes keep ("ab", "c") and ("a", "bc") apart.
+            mac.update(&(p.len() as u64).to_le_bytes());
+            mac.update(p);
+        }
+        Key(mac.finalize().into_bytes().into())
     }
 
-    /// The user, if these exact credentials were checked successfully less than [`TTL`] ago.
-    pub fn get(&self, user: &str, password: &str) -> Option<Arc<str>> {
-        let fp = self.fingerprint(user, password);
-        let entries = self.entries.lock().unwrap();
-        let (name, expires) = entries.get(&fp)?;
+    /// The key of an `Authorization: Basic` value as sent (not decoded: a
+    /// hit costs no base64 and no allocation).
+    pub fn basic_key(&self, encoded: &str) -> Key {
+        self.mac(b'B', &[encoded.as_bytes()])
+    }
+
+    /// The key of a user name and password (the token service's form).
+    pub fn key(&self, user: &str, password: &str) -> Key {
+        self.mac(b'U', &[user.as_bytes(), password.as_bytes()])
+    }
+
+    /// The user, if the credentials behind `key` were checked successfully less than [`TTL`] ago.
+    pub fn get(&self, key: &Key) -> Option<Arc<str>> {
+        let entries = self.entries.read().unwrap();
+        let (name, expires) = entries.get(&key.0)?;
         (Instant::now() < *expires).then(|| name.clone())
     }
 
-    pub fn insert(&self, user: &str, password: &str) -> Arc<str> {
-        let fp = self.fingerprint(user, password);
+    pub fn insert(&self, key: Key, user: &str) -> Arc<str> {
         let name: Arc<str> = Arc::from(user);
         let now = Instant::now();
-        let mut entries = self.entries.lock().unwrap();
+        let mut entries = self.entries.write().unwrap();
         if entries.len() >= MAX_ENTRIES {
             entries.retain(|_, (_, expires)| *expires > now);
             if entries.len() >= MAX_ENTRIES {
                 entries.clear();
             }
         }
-        entries.insert(fp, (name.clone(), now + TTL));
+        entries.insert(key.0, (name.clone(), now + TTL));
         name
     }
 
     /// Forgets everything (the password file changed).
     pub fn clear(&self) {
-        self.entries.lock().unwrap().clear();
+        self.entries.write().unwrap().clear();
     }
 }
 
@@ -85,21 +101,25 @@ mod tests {
     #[test]
     fn remembers_exact_credentials_only() {
         let c = CredentialCache::new();
-        assert!(c.get("alice", "pw").is_none());
-        c.insert("alice", "pw");
-        assert_eq!(c.get("alice", "pw").as_deref(), Some("alice"));
-        assert!(c.get("alice", "pw2").is_none());
-        assert!(c.get("alic", "epw").is_none());
+        assert!(c.get(&c.key("alice", "pw")).is_none());
+        c.insert(c.key("alice", "pw"), "alice");
+        assert_eq!(c.get(&c.key("alice", "pw")).as_deref(), Some("alice"));
+        assert!(c.get(&c.key("alice", "pw2")).is_none());
+        assert!(c.get(&c.key("alic", "epw")).is_none());
+        // The header form is another key (it was not checked).
+        assert!(c.get(&c.basic_key("YWxpY2U6cHc=")).is_none());
+        c.insert(c.basic_key("YWxpY2U6cHc="), "alice");
+        assert_eq!(c.get(&c.basic_key("YWxpY2U6cHc=")).as_deref(), Some("alice"));
         c.clear();
-        assert!(c.get("alice", "pw").is_none());
+        assert!(c.get(&c.key("alice", "pw")).is_none());
     }
 
     #[test]
     fn bounded() {
         let c = CredentialCache::new();
         for i in 0..MAX_ENTRIES + 10 {
-            c.insert(&format!("u{i}"), "pw");
+            c.insert(c.key(&format!("u{i}"), "pw"), "u");
         }
-        assert!(c.entries.lock().unwrap().len() <= MAX_ENTRIES);
+        assert!(c.entries.read().unwrap().len() <= MAX_ENTRIES);
     }
 }

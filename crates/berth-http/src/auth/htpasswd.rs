@@ -6,7 +6,7 @@
 //! ([`Limiter`]). An unknown user costs the same bcrypt run as a wrong
 //! password, so timing does not tell which users exist.
 
-use super::cache::CredentialCache;
+use super::cache::{CredentialCache, Key};
 use super::limiter::Limiter;
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -215,9 +215,33 @@ impl Users {
         })
     }
 
+    /// The key under which a successful check of an `Authorization: Basic`
+    /// value is remembered.
+    pub fn basic_key(&self, encoded: &str) -> Key {
+        self.cache.basic_key(encoded)
+    }
+
+    /// The user, if the credentials behind `key` were checked successfully a
+    /// short while ago (no bcrypt, no await).
+    pub fn cached(&self, key: &Key) -> Option<Arc<str>> {
+        self.cache.get(key)
+    }
+
     /// Checks a password. `client` is the address the request came from (for the limiter and the log).
     pub async fn login(&self, user: &str, password: &str, client: IpAddr) -> Result<Arc<str>, LoginError> {
-        if let Some(name) = self.cache.get(user, password) {
+        self.login_keyed(self.cache.key(user, password), user, password, client)
+            .await
+    }
+
+    /// Checks a password, remembering success under `key`.
+    pub async fn login_keyed(
+        &self,
+        key: Key,
+        user: &str,
+        password: &str,
+        client: IpAddr,
+    ) -> Result<Arc<str>, LoginError> {
+        if let Some(name) = self.cache.get(&key) {
             return Ok(name);
         }
         if let Err(wait) = self.limiter.check(client, user) {
@@ -232,7 +256,7 @@ impl Users {
             .await
             .unwrap_or(false);
         if ok && known {
-            Ok(self.cache.insert(user, password))
+            Ok(self.cache.insert(key, user))
         } else {
             self.limiter.failed(client, user);
             let reason = if known { "wrong password" } else { "unknown user" };
@@ -276,7 +300,7 @@ mod tests {
         assert_eq!(users.login("alice", "secret", addr).await.as_deref(), Ok("alice"));
         // $2y$ (what htpasswd writes) verifies too.
         assert_eq!(users.login("bob", "hunter2", addr).await.as_deref(), Ok("bob"));
-        assert!(users.cache.get("alice", "secret").is_some());
+        assert!(users.cached(&users.cache.key("alice", "secret")).is_some());
         assert_eq!(users.login("alice", "wrong", addr).await, Err(LoginError::Invalid));
         assert_eq!(users.login("nobody", "secret", addr).await, Err(LoginError::Invalid));
         let other: IpAddr = "127.0.0.2".parse().unwrap();
@@ -298,13 +322,13 @@ mod tests {
         std::fs::write(&path, sample()).unwrap();
         let users = Users::open(&path).unwrap();
         assert_eq!(users.table().len(), 2);
-        users.cache.insert("alice", "secret");
+        users.cache.insert(users.cache.key("alice", "secret"), "alice");
         std::fs::write(&path, format!("carol:{}\n", bcrypt::hash("x", 4).unwrap())).unwrap();
         users.reload_if_changed();
         assert_eq!(users.table().len(), 1);
         assert!(users.table().hash_of("carol").is_some());
         assert!(
-            users.cache.get("alice", "secret").is_none(),
+            users.cached(&users.cache.key("alice", "secret")).is_none(),
             "a reload forgets cached logins"
         );
         // A vanished file keeps the users.

@@ -161,6 +161,13 @@ impl Caller {
     }
 }
 
+/// The outcome of looking at a request's credentials without waiting.
+enum Identified {
+    Caller(Caller),
+    /// Basic credentials to check with bcrypt, and their cache key.
+    Check(cache::Key, basic::Credentials),
+}
+
 /// What a request needs, from its route and method.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Need<'a> {
@@ -263,6 +270,8 @@ impl Permit {
     }
 }
 
+/// The client's address, for the failed-login limiter: the connection's
+/// peer, which the server loop puts into each request (the log uses it too).
 fn client_addr(parts: &Parts) -> IpAddr {
     parts
         .extensions
@@ -400,20 +409,24 @@ impl Auth {
         }
     }
 
-    /// Identifies the caller from the `Authorization` header.
-    async fn identify(&self, parts: &Parts, realm: &Realm) -> Result<Caller, ApiError> {
+    /// Identifies the caller from the `Authorization` header without waiting:
+    /// anonymous, a bearer token (verified, usually from the cache), or Basic
+    /// credentials checked a short while ago. Credentials that need a bcrypt
+    /// check come back as [`Identified::Check`].
+    fn identify(&self, parts: &Parts, realm: &Realm) -> Result<Identified, ApiError> {
         let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
-            return Ok(Caller::Anonymous);
+            return Ok(Identified::Caller(Caller::Anonymous));
         };
         let bad = |msg: &str| self.unauthorized(realm, None, None, msg);
-        let value = value.to_str().map_err(|_| bad("malformed Authorization header"))?;
+        // from_utf8 is quicker than HeaderValue::to_str on a long token.
+        let value = std::str::from_utf8(value.as_bytes()).map_err(|_| bad("malformed Authorization header"))?;
         let (scheme, rest) = basic::split_scheme(value).ok_or_else(|| bad("malformed Authorization header"))?;
         if scheme.eq_ignore_ascii_case("bearer") {
             let Some(t) = &self.tokens else {
                 return Err(bad("this registry takes Basic credentials, not bearer tokens"));
             };
             return match t.verifier.verify(rest) {
-                Ok(v) => Ok(Caller::Token(v)),
+                Ok(v) => Ok(Identified::Caller(Caller::Token(v))),
                 Err(e) => {
                     tracing::info!(target: "berth::auth", client = %client_addr(parts), error = %e, "bearer token refused");
                     Err(self.unauthorized(realm, None, Some("invalid_token"), &e.to_string()))
@@ -423,15 +436,31 @@ impl Auth {
         if !scheme.eq_ignore_ascii_case("basic") {
             return Err(bad("unsupported authorization scheme"));
         }
+        let key = self.users.basic_key(rest);
+        if let Some(user) = self.users.cached(&key) {
+            return Ok(Identified::Caller(Caller::User(user)));
+        }
         let creds = basic::parse(rest).ok_or_else(|| bad("malformed Basic credentials"))?;
-        let user = self
-            .login(&creds.user, &creds.password, client_addr(parts), realm)
-            .await?;
-        Ok(Caller::User(user))
+        Ok(Identified::Check(key, creds))
     }
 
-    async fn login(&self, user: &str, password: &str, client: IpAddr, realm: &Realm) -> Result<Arc<str>, ApiError> {
-        self.users.login(user, password, client).await.map_err(|e| match e {
+    /// Checks Basic credentials the cache did not know (bcrypt on the blocking pool).
+    async fn check(
+        &self,
+        key: cache::Key,
+        creds: basic::Credentials,
+        client: IpAddr,
+        realm: &Realm,
+    ) -> Result<Caller, ApiError> {
+        self.users
+            .login_keyed(key, &creds.user, &creds.password, client)
+            .await
+            .map(Caller::User)
+            .map_err(|e| self.login_error(e, realm))
+    }
+
+    fn login_error(&self, e: LoginError, realm: &Realm) -> ApiError {
+        match e {
             LoginError::Invalid => self.unauthorized(realm, None, None, "invalid user name or password"),
             LoginError::Limited(wait) => ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -439,7 +468,14 @@ impl Auth {
                 "too many failed logins; try again later",
             )
             .with_header(header::RETRY_AFTER, HeaderValue::from(wait.as_secs().max(1))),
-        })
+        }
+    }
+
+    async fn login(&self, user: &str, password: &str, client: IpAddr, realm: &Realm) -> Result<Arc<str>, ApiError> {
+        self.users
+            .login(user, password, client)
+            .await
+            .map_err(|e| self.login_error(e, realm))
     }
 
     /// Identifies the caller and checks what the request needs. On success
@@ -456,7 +492,13 @@ impl Auth {
             }
         };
         let realm = Realm::of(parts);
-        let caller = match self.identify(parts, &realm).await {
+        let identified = match self.identify(parts, &realm) {
+            Ok(Identified::Caller(c)) => Ok(c),
+            // Boxed: the bcrypt path's state stays out of every other request's future.
+            Ok(Identified::Check(key, creds)) => Box::pin(self.check(key, creds, client_addr(parts), &realm)).await,
+            Err(e) => Err(e),
+        };
+        let caller = match identified {
             Ok(c) => c,
             Err(e) => {
                 note(&|r| r.access = "denied (bad credentials)".into());

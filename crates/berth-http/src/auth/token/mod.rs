@@ -12,7 +12,7 @@ use berth_policy::{Action, Actions};
 use jsonwebtoken::{Header, Validation};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use signing::SigningKey;
@@ -136,8 +136,13 @@ pub struct Verifier {
     service: String,
     trust: TrustStore,
     built_in_kid: Option<String>,
-    cache: Mutex<HashMap<Box<str>, Arc<Verified>>>,
+    /// By signature (short to hash; unique to the token), with the whole
+    /// token, compared on a hit.
+    cache: RwLock<HashMap<Box<str>, Cached>>,
 }
+
+/// A verified token's whole text and what it allows.
+type Cached = (Box<str>, Arc<Verified>);
 
 impl Verifier {
     /// `built_in_kid`: the key ID of berth's own signing key, whose tokens
@@ -148,26 +153,27 @@ impl Verifier {
             service,
             trust,
             built_in_kid,
-            cache: Mutex::new(HashMap::new()),
+            cache: RwLock::new(HashMap::new()),
         }
     }
 
     pub fn verify(&self, token: &str) -> Result<Arc<Verified>, TokenError> {
-        let now = now_secs();
-        if let Some(v) = self.cache.lock().unwrap().get(token) {
-            if !v.expired(now) {
-                return Ok(v.clone());
-            }
-        }
         if token.len() > MAX_TOKEN_LEN {
             return Err(TokenError::Malformed);
         }
+        let signature = token.rsplit('.').next().unwrap_or("");
+        // A read lock: requests on other threads look up at the same time.
+        if let Some((whole, v)) = self.cache.read().unwrap().get(signature) {
+            if whole.as_ref() == token && !v.expired(now_secs()) {
+                return Ok(v.clone());
+            }
+        }
         let verified = Arc::new(self.verify_uncached(token)?);
-        let mut cache = self.cache.lock().unwrap();
+        let mut cache = self.cache.write().unwrap();
         if cache.len() >= CACHE_MAX {
             cache.clear();
         }
-        cache.insert(token.into(), verified.clone());
+        cache.insert(signature.into(), (token.into(), verified.clone()));
         Ok(verified)
     }
 
