@@ -380,7 +380,7 @@ mod tests {
             bytes,
             artifact_manifest_json(&image, media_type::CYCLONEDX_JSON, sbom, "sbom.cdx.json")
         );
-        let parsed = berth_spec::Manifest::parse(&bytes, None).unwrap();
+        let parsed = berth_spec::Manifest::parse(&bytes, Some(media_type::OCI_MANIFEST)).unwrap();
         assert_eq!(parsed.media_type, media_type::OCI_MANIFEST);
         assert_eq!(parsed.artifact_type.as_deref(), Some(media_type::CYCLONEDX_JSON));
         let subject = parsed.subject.unwrap();

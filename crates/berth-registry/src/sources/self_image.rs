@@ -472,7 +472,7 @@ mod tests {
         assert_eq!(r.media_type, media_type::OCI_MANIFEST);
         let artifact = src.manifest(&name, &Reference::Digest(r.digest.clone())).await.unwrap();
         assert_eq!(artifact.bytes.len() as u64, r.size);
-        let artifact = berth_spec::Manifest::parse(&artifact.bytes, None).unwrap();
+        let artifact = berth_spec::Manifest::parse(&artifact.bytes, Some(&artifact.media_type)).unwrap();
         assert_eq!(artifact.subject.unwrap().digest, d);
         assert_eq!(
             read_blob(&src, &name, &artifact.layers[0].digest).await,
