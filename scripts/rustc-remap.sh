@@ -37,4 +37,12 @@ if [ -n "$cargo_home" ] && [ -d "$cargo_home" ]; then
   resolved=$(CDPATH= cd -- "$cargo_home" && pwd -P)
   [ "$resolved" = "$cargo_home" ] || set -- "$@" --remap-path-prefix="$resolved=/cargo"
 fi
+# Generated sources (a build script's OUT_DIR, include!d) live in the target
+# directory, which may be outside the workspace (CARGO_TARGET_DIR): map it to
+# where it would be inside. Last, so that it wins over the prefixes above.
+if [ -n "${CARGO_TARGET_DIR:-}" ] && [ -d "$CARGO_TARGET_DIR" ]; then
+  target=$(CDPATH= cd -- "$CARGO_TARGET_DIR" && pwd -P)
+  set -- "$@" --remap-path-prefix="$target=/build/berth/target"
+  [ "$target" = "$CARGO_TARGET_DIR" ] || set -- "$@" --remap-path-prefix="$CARGO_TARGET_DIR=/build/berth/target"
+fi
 exec "$@"
