@@ -99,10 +99,16 @@ async fn gate(auth: &Arc<Auth>, req: Request, record: Option<&auth::SharedRecord
         }
         _ => {}
     }
-    let Some(route) = route::parse(parts.uri.path()) else {
-        return Gate::Answer(Err(ApiError::not_found_route()));
+    let path = parts.uri.path();
+    let need = if path.starts_with("/berth/") {
+        auth::need_berth_api(path)
+    } else {
+        let Some(route) = route::parse(path) else {
+            return Gate::Answer(Err(ApiError::not_found_route()));
+        };
+        auth::need(&route, &parts.method)
     };
-    match auth.authorize(&parts, auth::need(&route, &parts.method), record).await {
+    match auth.authorize(&parts, need, record).await {
         Ok(permit) => Gate::Pass(Request::from_parts(parts, body), permit),
         Err(e) => Gate::Answer(Err(e)),
     }

@@ -199,6 +199,14 @@ pub fn validate(args: &ServeArgs) -> anyhow::Result<()> {
     if args.data.exists() && !args.data.is_dir() {
         anyhow::bail!("the data directory {} is not a directory", args.data.display());
     }
+    if let Some(policy) = &args.sections.auth {
+        if args.auth_config.is_some() {
+            anyhow::bail!(
+                "the access policy is given twice: by --auth-config and by [auth] in the config file; keep one"
+            );
+        }
+        berth_policy::Policy::new(policy).map_err(|e| anyhow::anyhow!("[auth]: {e}"))?;
+    }
     Ok(())
 }
 

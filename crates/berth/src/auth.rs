@@ -23,12 +23,24 @@ pub fn load_policy(path: &Path) -> anyhow::Result<PolicyConfig> {
 /// (then every request is allowed and pays nothing for auth).
 pub fn build(args: &ServeArgs) -> anyhow::Result<Option<Auth>> {
     let external = !args.token_trust.is_empty();
-    if args.htpasswd.is_none() && args.auth_config.is_none() && !args.token && !external {
+    let section = args.sections.auth.as_ref();
+    let client_certificates = args.tls_client_ca.is_some();
+    if args.htpasswd.is_none()
+        && args.auth_config.is_none()
+        && section.is_none()
+        && !args.token
+        && !external
+        && !client_certificates
+    {
         return Ok(None);
     }
-    let config = match &args.auth_config {
-        Some(path) => load_policy(path)?,
-        None => PolicyConfig::default(),
+    let config = match (&args.auth_config, section) {
+        (Some(_), Some(_)) => {
+            bail!("the access policy is given twice: by --auth-config and by [auth] in the config file; keep one")
+        }
+        (Some(path), None) => load_policy(path)?,
+        (None, Some(section)) => section.clone(),
+        (None, None) => PolicyConfig::default(),
     };
     let policy = Policy::new(&config).map_err(|e| anyhow::anyhow!("access policy: {e}"))?;
     let tokens = if external {
@@ -75,6 +87,7 @@ pub fn build(args: &ServeArgs) -> anyhow::Result<Option<Auth>> {
         htpasswd: args.htpasswd.clone(),
         basic_realm: "berth".into(),
         tokens,
+        client_certificates,
     })
     .map_err(|e| anyhow::anyhow!(e))?;
     Ok(Some(auth))

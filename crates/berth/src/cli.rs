@@ -192,8 +192,10 @@ pub struct ServeArgs {
     pub tls_key: Option<PathBuf>,
 
     /// Verify client certificates against these CA certificates (PEM). A
-    /// client that presents one must present a valid one; its subject is
-    /// given to the request handlers. Clients without one are still served.
+    /// client that presents one must present a valid one, and its subject's
+    /// common name (CN) is the user the access policy decides for (unless the
+    /// request carries other credentials). Clients without one are anonymous:
+    /// with this option the access policy applies even without --htpasswd.
     #[arg(long, env = "BERTH_TLS_CLIENT_CA", value_name = "FILE", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
 
@@ -233,6 +235,7 @@ pub struct ServeArgs {
 
     /// The access policy, a TOML file: `[[access]]` rules by repository
     /// pattern for users, groups and anonymous clients (examples/auth.toml).
+    /// The same keys may instead be written under `[auth]` in the config file.
     #[arg(long, env = "BERTH_AUTH_CONFIG", value_name = "FILE")]
     pub auth_config: Option<PathBuf>,
 

@@ -1,6 +1,7 @@
 //! Real clients against berth with authentication: docker (login, push,
 //! pull) with the built-in token service, with htpasswd Basic only, and with
-//! an external token issuer; podman login and pull; skopeo with --creds.
+//! an external token issuer; podman login and pull; skopeo with --creds;
+//! containerd's `ctr --user` (with a containerd of the test's own).
 //! Fails (never skips) when a client is missing or dockerd is not running.
 //!
 //! Every docker and podman command gets a configuration directory of its own,
@@ -362,4 +363,49 @@ fn skopeo_with_creds() {
         .run();
     assert!(!denied.success(), "{}", denied.describe());
     assert!(says(&denied, "denied"), "{}", denied.describe());
+}
+
+/// containerd's `ctr images pull --user` through the built-in token service:
+/// bob pulls team/**, a wrong password and no credentials are refused, the
+/// public prefix needs none.
+#[test]
+fn ctr_pull_with_user() {
+    let files = AuthFiles::new(USERS, POLICY);
+    let args = files.args();
+    let mut argv = vec!["--no-self-image", "--token"];
+    argv.extend(args.iter().map(String::as_str));
+    let server = TestServer::start_with(&argv);
+    let host = server.host();
+    let name = unique("ctr");
+    let team = format!("{host}/team/{name}:v1");
+    let public = format!("{host}/public/{name}:v1");
+    let image = push_as_alice(&team);
+    let public_image = push_as_alice(&public);
+
+    let containerd = support::containerd::Containerd::start();
+    let pull = |user: Option<&str>, reference: &str| {
+        let mut t = containerd.ctr(["images", "pull", "--plain-http", "--platform", "linux/amd64"]);
+        if let Some(u) = user {
+            t = t.args(["--user", u]);
+        }
+        t.arg(reference).run()
+    };
+    let wrong = pull(Some("bob:wrong"), &team);
+    assert!(!wrong.success(), "{}", wrong.describe());
+    let anonymous = pull(None, &team);
+    assert!(!anonymous.success(), "{}", anonymous.describe());
+    let ok = pull(Some("bob:bob-pw-2"), &team);
+    assert!(ok.success(), "{}\n{}", ok.describe(), containerd.log());
+    let public_pull = pull(None, &public);
+    assert!(public_pull.success(), "{}", public_pull.describe());
+
+    let listed = containerd.ctr(["images", "ls"]).ok();
+    for (reference, image) in [(&team, &image), (&public, &public_image)] {
+        let line = listed
+            .stdout
+            .lines()
+            .find(|l| l.starts_with(reference.as_str()))
+            .unwrap_or_else(|| panic!("{reference} not in ctr images ls: {}", listed.describe()));
+        assert!(line.contains(&image.manifest.digest), "{line}");
+    }
 }

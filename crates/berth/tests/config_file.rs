@@ -190,6 +190,15 @@ fn check_config_refuses_what_berth_would_refuse_to_start_with() {
         ("log = \"berth=loud\"\n".to_string(), "log filter"),
         ("listen = \"127.0.0.1\"\n".to_string(), "line 1"),
         (format!("data = {:?}\n", a_file.to_str().unwrap()), "not a directory"),
+        (
+            "[auth]\n[[auth.access]]\nrepository = \"a/**\"\nusers = { x = [\"fly\"] }\n".to_string(),
+            "fly",
+        ),
+        ("[auth]\nadmins = 3\n".to_string(), "line 2"),
+        (
+            "auth-config = \"/etc/berth/auth.toml\"\n[auth]\ndefault = []\n".to_string(),
+            "given twice",
+        ),
     ] {
         let config = write_config(dir.path(), &text);
         let out = berth_cli(["serve", "--check-config", "--config", config.to_str().unwrap()]).fails();

@@ -58,6 +58,10 @@ pub struct AuthSettings {
     /// The realm of Basic challenges.
     pub basic_realm: String,
     pub tokens: Option<TokenSettings>,
+    /// Whether a verified TLS client certificate identifies its holder: the
+    /// subject's common name is the user name (for requests without an
+    /// `Authorization` header; explicit credentials win).
+    pub client_certificates: bool,
 }
 
 /// Refresh tokens of the built-in service last this long (docker keeps one
@@ -78,6 +82,7 @@ pub struct Auth {
     users: Arc<Users>,
     basic_realm: String,
     tokens: Option<Tokens>,
+    client_certificates: bool,
 }
 
 impl Auth {
@@ -123,6 +128,7 @@ impl Auth {
             users: Arc::new(users),
             basic_realm: settings.basic_realm,
             tokens,
+            client_certificates: settings.client_certificates,
         })
     }
 
@@ -176,8 +182,21 @@ pub(crate) enum Need<'a> {
     /// The catalog: anyone, filtered to what the caller may pull.
     Catalog,
     Repository(&'a str, Action),
-    /// Nothing to check (the handler answers 404 or 405).
+    /// berth's administration API: members of the policy's admins only.
+    Admin,
+    /// Nothing to check (the handler answers 404 or 405, or checks the
+    /// permit itself).
     Nothing,
+}
+
+/// What a request to berth's own API (`/berth/...`) needs. Operations on the
+/// whole registry (garbage collection) are for administrators; the rest
+/// decide per repository with the [`Permit`] in their handlers.
+pub(crate) fn need_berth_api(path: &str) -> Need<'static> {
+    match path {
+        "/berth/v1/gc" => Need::Admin,
+        _ => Need::Nothing,
+    }
 }
 
 pub(crate) fn need<'a>(route: &Route<'a>, method: &Method) -> Need<'a> {
@@ -234,6 +253,16 @@ impl Permit {
 
     pub(crate) fn is_unrestricted(&self) -> bool {
         self.checked.is_none()
+    }
+
+    /// Whether the caller may administer the registry (always, without auth).
+    pub fn is_admin(&self) -> bool {
+        self.checked.as_ref().is_none_or(|c| c.auth.is_admin(&c.caller))
+    }
+
+    /// The caller's user name; empty when anonymous or without auth.
+    pub fn user(&self) -> &str {
+        self.checked.as_ref().map_or("", |c| c.caller.name())
     }
 
     /// Whether the caller sees `repository` in the catalog (it may pull there).
@@ -341,6 +370,13 @@ impl Auth {
             .with_header(header::WWW_AUTHENTICATE, self.challenge(realm, scope, error))
     }
 
+    /// Whether `caller` is one of the policy's administrators (by name, so a
+    /// token's subject counts as the user it names).
+    fn is_admin(&self, caller: &Caller) -> bool {
+        let name = caller.name();
+        !name.is_empty() && self.policy.is_admin(name)
+    }
+
     /// Whether `caller` may do `action` in `repository`.
     fn allows(&self, caller: &Caller, action: Action, repository: &str) -> bool {
         match caller {
@@ -415,7 +451,9 @@ impl Auth {
     /// check come back as [`Identified::Check`].
     fn identify(&self, parts: &Parts, realm: &Realm) -> Result<Identified, ApiError> {
         let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
-            return Ok(Identified::Caller(Caller::Anonymous));
+            return Ok(Identified::Caller(
+                self.certificate_holder(parts).unwrap_or(Caller::Anonymous),
+            ));
         };
         let bad = |msg: &str| self.unauthorized(realm, None, None, msg);
         // from_utf8 is quicker than HeaderValue::to_str on a long token.
@@ -442,6 +480,16 @@ impl Auth {
         }
         let creds = basic::parse(rest).ok_or_else(|| bad("malformed Basic credentials"))?;
         Ok(Identified::Check(key, creds))
+    }
+
+    /// The user a verified client certificate names, when certificates identify.
+    fn certificate_holder(&self, parts: &Parts) -> Option<Caller> {
+        if !self.client_certificates {
+            return None;
+        }
+        let cert = parts.extensions.get::<crate::ClientCertificate>()?;
+        let name = cert.common_name().filter(|n| !n.is_empty())?;
+        Some(Caller::User(Arc::from(name)))
     }
 
     /// Checks Basic credentials the cache did not know (bcrypt on the blocking pool).
@@ -518,6 +566,28 @@ impl Auth {
                     return Err(self.unauthorized(&realm, None, None, "authentication required"));
                 }
                 note(&|r| r.access = "allowed".into());
+            }
+            Need::Admin => {
+                let admin = self.is_admin(&caller);
+                note(&|r| {
+                    r.action = Some("admin");
+                    r.access = if admin {
+                        "allowed (administrator)"
+                    } else {
+                        "denied (administrators only)"
+                    }
+                    .into();
+                });
+                if !admin {
+                    return Err(match caller {
+                        Caller::Anonymous => self.unauthorized(&realm, None, None, "authentication required"),
+                        _ => ApiError::new(
+                            StatusCode::FORBIDDEN,
+                            ErrorCode::Denied,
+                            "only administrators may use this endpoint",
+                        ),
+                    });
+                }
             }
             Need::Repository(name, action) => {
                 let allowed = match record {

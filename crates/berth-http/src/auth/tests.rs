@@ -2,6 +2,10 @@ use super::*;
 use berth_policy::PolicyConfig;
 
 fn auth_with(policy_toml: &str, tokens: bool) -> Arc<Auth> {
+    auth_with_certificates(policy_toml, tokens, false)
+}
+
+fn auth_with_certificates(policy_toml: &str, tokens: bool, client_certificates: bool) -> Arc<Auth> {
     let config: PolicyConfig = toml::from_str(policy_toml).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let tokens = tokens.then(|| TokenSettings {
@@ -20,6 +24,7 @@ fn auth_with(policy_toml: &str, tokens: bool) -> Arc<Auth> {
             htpasswd: None,
             basic_realm: "berth".into(),
             tokens,
+            client_certificates,
         })
         .unwrap(),
     )
@@ -31,6 +36,7 @@ fn what_each_request_needs() {
         Need::Repository(name, a) => format!("{name}:{a}"),
         Need::Base => "base".into(),
         Need::Catalog => "catalog".into(),
+        Need::Admin => "admin".into(),
         Need::Nothing => "nothing".into(),
     };
     use crate::route;
@@ -56,6 +62,118 @@ fn what_each_request_needs() {
     for (path, method, want) in cases {
         assert_eq!(name(need(&r(path), &method)), want, "{method} {path}");
     }
+    assert_eq!(name(need_berth_api("/berth/v1/gc")), "admin");
+    assert_eq!(name(need_berth_api("/berth/v1/other")), "nothing");
+}
+
+/// The parts of a request to `path` from a client that presented a
+/// certificate for `cn` (when given), with `authorization` (when given).
+fn request_parts(path: &str, cn: Option<&str>, authorization: Option<&str>) -> Parts {
+    let mut b = http::Request::builder().uri(path);
+    if let Some(a) = authorization {
+        b = b.header(header::AUTHORIZATION, a);
+    }
+    let (mut parts, ()) = b.body(()).unwrap().into_parts();
+    if let Some(cn) = cn {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        let cert = params.self_signed(&rcgen::KeyPair::generate().unwrap()).unwrap();
+        parts
+            .extensions
+            .insert(crate::ClientCertificate::from_der(cert.der()).unwrap());
+    }
+    parts
+}
+
+#[tokio::test]
+async fn client_certificates_name_users_when_enabled() {
+    let policy = r#"
+        default = []
+        admins = ["root"]
+        [[access]]
+        repository = "team/**"
+        users = { carol = ["pull", "push"] }
+        "#;
+    let push = Need::Repository("team/app", Action::Push);
+    let auth = auth_with_certificates(policy, false, true);
+    let permit = auth
+        .authorize(
+            &request_parts("/v2/team/app/blobs/uploads/", Some("carol"), None),
+            push,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(permit.user(), "carol");
+    // Someone else's certificate does not get carol's rights.
+    let e = auth
+        .authorize(
+            &request_parts("/v2/team/app/blobs/uploads/", Some("mallory"), None),
+            push,
+            None,
+        )
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(e.status, StatusCode::FORBIDDEN);
+    // Without a certificate the caller is anonymous.
+    let e = auth
+        .authorize(&request_parts("/v2/team/app/blobs/uploads/", None, None), push, None)
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(e.status, StatusCode::UNAUTHORIZED);
+    // Certificates identify only when berth is told they do.
+    let off = auth_with_certificates(policy, false, false);
+    let e = off
+        .authorize(
+            &request_parts("/v2/team/app/blobs/uploads/", Some("carol"), None),
+            push,
+            None,
+        )
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(e.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn the_admin_api_is_for_administrators() {
+    let policy = r#"
+        default = ["pull"]
+        admins = ["root"]
+        "#;
+    let auth = auth_with_certificates(policy, false, true);
+    let record = SharedRecord::default();
+    let permit = auth
+        .authorize(
+            &request_parts("/berth/v1/gc", Some("root"), None),
+            Need::Admin,
+            Some(&record),
+        )
+        .await
+        .unwrap();
+    assert!(permit.is_admin());
+    assert_eq!(record.lock().unwrap().access, "allowed (administrator)");
+    let record = SharedRecord::default();
+    let e = auth
+        .authorize(
+            &request_parts("/berth/v1/gc", Some("bob"), None),
+            Need::Admin,
+            Some(&record),
+        )
+        .await
+        .err()
+        .unwrap();
+    assert_eq!((e.status, e.code), (StatusCode::FORBIDDEN, ErrorCode::Denied));
+    assert_eq!(record.lock().unwrap().access, "denied (administrators only)");
+    let e = auth
+        .authorize(&request_parts("/berth/v1/gc", None, None), Need::Admin, None)
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(e.status, StatusCode::UNAUTHORIZED);
+    assert!(Permit::unrestricted().is_admin());
 }
 
 #[test]

@@ -44,7 +44,12 @@ use std::path::PathBuf;
 /// print it). A section holds no [`Secret`], only paths of files with secrets.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct Sections {}
+pub struct Sections {
+    /// The access policy (`[auth]`, `[auth.groups]`, `[[auth.access]]`): the
+    /// keys of an `--auth-config` file (examples/auth.toml), in this file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth: Option<berth_policy::PolicyConfig>,
+}
 
 /// A command line with the config file merged in.
 #[derive(Debug)]
