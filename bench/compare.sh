@@ -11,7 +11,12 @@
 # --quick shrinks the sizes (10 MiB instead of 1 GiB, shorter runs) for a fast look;
 # --no-build uses the release binaries already in $CARGO_TARGET_DIR (or target/);
 # --only runs just the workloads whose names match REGEX (grep -E), e.g. 'push'.
-# Needs: docker-registry, nginx-light, jq (installed with apt-get when missing).
+# Variants of berth run in the same rounds on the rows that concern them, and are
+# reported as ratios to plain berth: with a bearer token from its token service
+# and with Basic credentials on every request (manifest GETs), and over TLS
+# (10 MiB GETs, copying client: TLS cannot discard in the kernel).
+# Needs: docker-registry, nginx-light, jq, htpasswd (apache2-utils), openssl
+# (installed with apt-get when missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:/usr/sbin:/sbin:$PATH"
@@ -39,6 +44,8 @@ command -v docker-registry >/dev/null || need+=(docker-registry)
 command -v nginx >/dev/null || need+=(nginx-light)
 command -v jq >/dev/null || need+=(jq)
 command -v curl >/dev/null || need+=(curl)
+command -v htpasswd >/dev/null || need+=(apache2-utils)
+command -v openssl >/dev/null || need+=(openssl)
 if ((${#need[@]})); then
   log "installing ${need[*]}"
   sudo_cmd=""
@@ -62,8 +69,10 @@ mkdir -p "$out"
 results="$out/results.jsonl"
 : >"$results"
 
-declare -A pid url
+declare -A pid url extra
 servers=(berth distribution nginx)
+# berth with authentication or TLS (see the top); not in the startup and RSS rows.
+variants=(berth-bearer berth-basic berth-tls)
 
 # Stops a process we started (by PID) and waits until it is gone.
 stop_pid() {
@@ -80,8 +89,8 @@ stop_pid() {
 }
 
 cleanup() {
-  for s in "${servers[@]}"; do stop_pid "${pid[$s]:-}"; done
-  rm -rf "$work/data-berth" "$work/data-distribution" "$work/static" "$work/dd.tmp" "$work/disk-write.tmp"
+  for s in "${servers[@]}" "${variants[@]}"; do stop_pid "${pid[$s]:-}"; done
+  rm -rf "$work"/data-berth* "$work/data-distribution" "$work/static" "$work/dd.tmp" "$work/disk-write.tmp"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -92,6 +101,23 @@ port_nginx="$("$bench" free-port)"
 url[berth]="http://127.0.0.1:$port_berth"
 url[distribution]="http://127.0.0.1:$port_distribution"
 url[nginx]="http://127.0.0.1:$port_nginx"
+for v in "${variants[@]}"; do
+  port="$("$bench" free-port)"
+  url[$v]="http://127.0.0.1:$port"
+  [ "$v" != berth-tls ] || url[$v]="https://localhost:$port"
+  mkdir -p "$work/data-$v"
+done
+
+# A CA and a certificate for localhost (berth-tls), a bcrypt user at
+# htpasswd's default cost (berth-bearer, berth-basic).
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=bench CA" \
+  -keyout "$work/ca.key" -out "$work/ca.pem" 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=localhost" \
+  -keyout "$work/tls.key" -out "$work/tls.csr" 2>/dev/null
+printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >"$work/tls.ext"
+openssl x509 -req -in "$work/tls.csr" -CA "$work/ca.pem" -CAkey "$work/ca.key" -CAcreateserial -days 2 \
+  -extfile "$work/tls.ext" -out "$work/tls.pem" 2>/dev/null
+htpasswd -cbB "$work/htpasswd" bench bench-pw 2>/dev/null
 mkdir -p "$work/data-berth" "$work/data-distribution" "$work/static/v2" "$work/nginx"
 
 # Per-request logging is off for both registries: berth --log warn, distribution
@@ -146,7 +172,30 @@ server_cmd() {
     berth) echo "$bin/berth serve --listen 127.0.0.1:$port_berth --data $work/data-berth --log warn" ;;
     distribution) echo "docker-registry serve $work/distribution.yml" ;;
     nginx) echo "nginx -c $work/nginx.conf" ;;
+    berth-*)
+      local v="$1" a
+      a="$bin/berth serve --listen 127.0.0.1:${url[$1]##*:} --data $work/data-$1 --log warn --no-self-image"
+      case "$v" in
+        berth-bearer) a="$a --htpasswd $work/htpasswd --token --token-expiry-secs 86400" ;;
+        berth-basic) a="$a --htpasswd $work/htpasswd" ;;
+        berth-tls) a="$a --tls-cert $work/tls.pem --tls-key $work/tls.key" ;;
+      esac
+      echo "$a" ;;
   esac
+}
+
+# Starts a variant in the background and waits until /v2/ answers.
+start_variant() {
+  local v="$1"
+  # shellcheck disable=SC2046
+  $(server_cmd "$v") >"$work/$v.log" 2>&1 &
+  pid[$v]=$!
+  for _ in $(seq 1 100); do
+    curl -s -o /dev/null --cacert "$work/ca.pem" "${url[$v]}/v2/" && return 0
+    sleep 0.1
+  done
+  echo "$v did not start: $(cat "$work/$v.log")" >&2
+  exit 1
 }
 
 # PIDs whose CPU and RSS count for a server: nginx's master and its workers.
@@ -196,6 +245,13 @@ for r in $(seq 1 5); do
   done
 done
 for s in "${servers[@]}"; do start_server "$s" 0; done
+for v in "${variants[@]}"; do start_variant "$v"; done
+basic="Basic $(printf 'bench:bench-pw' | base64)"
+token="$(curl -fsS -H "Authorization: $basic" \
+  "${url[berth-bearer]}/token?service=berth&scope=repository:bench/load:pull,push" | jq -r .token)"
+extra[berth-bearer]="--authorization Bearer\ $token"
+extra[berth-basic]="--authorization Basic\ ${basic#Basic }"
+extra[berth-tls]="--cacert $work/ca.pem"
 # Idle means after start-up work has settled: berth packages its own image in
 # the background right after start (1-4 s here); a request for that image
 # waits until it is ready.
@@ -218,10 +274,10 @@ fi
 
 # name | servers | berth-bench arguments
 cases=(
-  "manifest GET c64|berth distribution nginx|--workload pull-manifest -c 64 -d $dur --warmup"
+  "manifest GET c64|berth distribution nginx berth-bearer berth-basic|--workload pull-manifest -c 64 -d $dur --warmup"
   "HEAD tag c64|berth distribution nginx|--workload head-tag -c 64 -d $dur --warmup"
   "1KiB blob GET c64|berth distribution nginx|--workload pull-blob --size 1KiB -c 64 -d $dur --warmup"
-  "10MiB blob GET c8|berth distribution nginx|--workload pull-blob --size 10MiB -c 8 -d $dur --warmup"
+  "10MiB blob GET c8|berth distribution nginx berth-tls|--workload pull-blob --size 10MiB -c 8 -d $dur --warmup"
   "10MiB blob GET c64|berth distribution nginx|--workload pull-blob --size 10MiB -c 64 -d $dur --warmup"
   "$big_pull blob GET c1|berth distribution nginx|--workload pull-blob --size $big_pull -c 1 -n 4 --warmup"
   # The same pulls with a client that lets the kernel drop the bodies instead
@@ -248,15 +304,18 @@ fi
 log "preparing pull data (pushed to both registries, written as files for nginx)"
 declare -A prepared=()
 for c in "${cases[@]}"; do
-  IFS='|' read -r name _ args <<<"$c"
+  IFS='|' read -r name targets args <<<"$c"
   case "$args" in *pull-*|*head-tag*) ;; *) continue ;; esac
   args="${args/--warmup/}"
   args="${args/--discard/}"
   # The discarding pulls read the same data as the copying ones.
   [ -z "${prepared[$args]:-}" ] || continue
   prepared[$args]=1
-  # shellcheck disable=SC2086
-  for s in berth distribution; do "$bench" run --url "${url[$s]}" $args --setup-only; done
+  for s in $targets; do
+    [ "$s" != nginx ] || continue
+    # shellcheck disable=SC2086
+    eval "\"\$bench\" run --url \"${url[$s]}\" ${extra[$s]:-} $args --setup-only"
+  done
   # shellcheck disable=SC2086
   "$bench" run --url "${url[nginx]}" $args --static-root "$work/static"
 done
@@ -292,8 +351,8 @@ for r in $(seq 1 "$rounds"); do
       # pushes leave seconds of writeback behind): that would be charged to
       # whichever server syncs next.
       case "$args" in *push-*) sync ;; esac
-      # shellcheck disable=SC2046,SC2086
-      if ! line="$("$bench" run --json --no-setup --url "${url[$s]}" $args $(pid_args "$s"))"; then
+      # (eval: a variant's arguments hold a quoted header value)
+      if ! line="$(eval "\"\$bench\" run --json --no-setup --url \"${url[$s]}\" ${extra[$s]:-} $args $(pid_args "$s")")"; then
         log "errors in '$name' against $s (round $r): $(echo "$line" | jq -c .first_errors 2>/dev/null)"
       fi
       echo "$line" | jq -c --arg c "$name" --arg s "$s" --argjson r "$r" '. + {case:$c, target:$s, round:$r}' >>"$results"

@@ -45,3 +45,30 @@ map(norm) as $rows
   (["berth", "distribution", "nginx"] as $s
    | ["all workloads", "errors (sum)"] + [$s[] as $x | [$rows[] | select(.target == $x) | .m.errors // 0] | add | tostring] + ["", ""])
 | @tsv' "$results" | column -t -s $'\t'
+
+# berth's variants (authentication, TLS), each against plain berth in the same rounds.
+if jq -e -s 'any(.[]; (.target // "") | startswith("berth-"))' "$results" >/dev/null; then
+  echo
+  jq -rs '
+def median: map(select(. != null)) | sort | if length == 0 then null else .[(length - 1) / 2 | floor] end;
+def spread: map(select(. != null)) | if length == 0 then "-" else "\(min | floor)-\(max | floor)" end;
+def fmt: if . == null then "-" elif . >= 100 then (. + 0.5 | floor | tostring) else ((. * 100 + 0.5 | floor) / 100 | tostring) end;
+def ratio($a; $b): if $a == null or $b == null or $b == 0 then "-" else (($a / $b * 100 + 0.5 | floor) / 100 | tostring) + "x" end;
+def metric: if (.case | test("manifest|HEAD")) then {name: "req/s", v: .requests_per_s}
+  else {name: "MB/s", v: .mb_per_s} end;
+. as $all
+| [$all[] | select((.target // "") | startswith("berth-"))] as $vs
+| ($vs | map([.case, .target]) | unique) as $pairs
+| ["case", "variant", "metric", "berth", "variant", "variant/berth", "berth range", "variant range", "variant server CPU/GB or us/req"],
+  ($pairs[] as [$c, $t]
+   | ($all | map(select(.case == $c and .target == "berth"))) as $b
+   | ($all | map(select(.case == $c and .target == $t))) as $v
+   | ($b[0] | metric | .name) as $m
+   | ([$b[] | metric | .v] | median) as $bm
+   | ([$v[] | metric | .v] | median) as $vm
+   | ([$v[] | if $m == "req/s" then (.server.cpu_s / ([.requests, 1] | max) * 1e6) else .server.cpu_s_per_gb end] | median) as $cpu
+   | ([$b[] | if $m == "req/s" then (.server.cpu_s / ([.requests, 1] | max) * 1e6) else .server.cpu_s_per_gb end] | median) as $bcpu
+   | [$c, $t, $m, ($bm | fmt), ($vm | fmt), ratio($vm; $bm), ([$b[] | metric | .v] | spread), ([$v[] | metric | .v] | spread),
+      "\($cpu | fmt) (berth \($bcpu | fmt))"])
+| @tsv' "$results" | column -t -s $'\t'
+fi

@@ -19,7 +19,7 @@ use std::pin::Pin;
 use std::task::{Context as TaskContext, Poll};
 use tokio::net::TcpStream;
 
-/// Where the registry is: `http://host:port[/prefix]`.
+/// Where the registry is: `http://host:port[/prefix]` or `https://...`.
 #[derive(Debug, Clone)]
 pub struct Target {
     pub addr: SocketAddr,
@@ -28,13 +28,32 @@ pub struct Target {
     pub prefix: String,
     /// Sent as `Authorization` with every request (`--authorization`).
     pub authorization: Option<HeaderValue>,
+    /// Set for `https://` URLs once [`Target::trust`] has given the CA.
+    pub tls: Option<Tls>,
+    https: bool,
+}
+
+/// How to speak TLS to the target: HTTP/1.1 over rustls, verifying the
+/// server's certificate against the given CA (as a registry client would).
+#[derive(Clone)]
+pub struct Tls {
+    connector: tokio_rustls::TlsConnector,
+    server_name: rustls::pki_types::ServerName<'static>,
+}
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Tls({:?})", self.server_name)
+    }
 }
 
 impl Target {
     pub async fn parse(url: &str) -> anyhow::Result<Target> {
-        let rest = url
-            .strip_prefix("http://")
-            .ok_or_else(|| anyhow!("only http:// URLs are supported, got {url:?}"))?;
+        let (https, rest) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+            (Some(rest), _) => (false, rest),
+            (_, Some(rest)) => (true, rest),
+            _ => bail!("only http:// and https:// URLs are supported, got {url:?}"),
+        };
         let (authority, prefix) = match rest.find('/') {
             Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
             None => (rest, ""),
@@ -42,7 +61,7 @@ impl Target {
         let hostport = if authority.contains(':') && !authority.ends_with(']') {
             authority.to_owned()
         } else {
-            format!("{authority}:80")
+            format!("{authority}:{}", if https { 443 } else { 80 })
         };
         let addr = tokio::net::lookup_host(&hostport)
             .await
@@ -54,7 +73,41 @@ impl Target {
             authority: HeaderValue::from_str(authority)?,
             prefix: prefix.to_owned(),
             authorization: None,
+            tls: None,
+            https,
         })
+    }
+
+    /// For an `https://` target, trusts the CA certificates in `ca_pem`
+    /// (required: there is no system trust store in a benchmark).
+    pub fn trust(&mut self, ca_pem: Option<&std::path::Path>) -> anyhow::Result<()> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, ServerName};
+        if !self.https {
+            return Ok(());
+        }
+        let path = ca_pem.ok_or_else(|| anyhow!("an https:// URL needs --cacert FILE"))?;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(path).with_context(|| format!("reading {}", path.display()))? {
+            roots.add(cert?)?;
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let host = self.authority.to_str()?;
+        let host = match host.rsplit_once(':') {
+            Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+            _ => host,
+        };
+        let server_name = ServerName::try_from(host.trim_start_matches('[').trim_end_matches(']').to_owned())?;
+        self.tls = Some(Tls {
+            connector: tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)),
+            server_name,
+        });
+        Ok(())
     }
 
     /// The path of `/v2/<rest>` on this registry.
@@ -144,10 +197,27 @@ impl Conn {
             .await
             .with_context(|| format!("connecting to {}", target.addr))?;
         stream.set_nodelay(true)?;
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
+        let sender = match &target.tls {
+            None => {
+                let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+                sender
+            }
+            Some(tls) => {
+                let stream = tls
+                    .connector
+                    .connect(tls.server_name.clone(), stream)
+                    .await
+                    .context("TLS handshake")?;
+                let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+                sender
+            }
+        };
         Ok(Conn {
             sender,
             authority: target.authority.clone(),
@@ -266,6 +336,8 @@ mod tests {
         assert_eq!(t.path("x"), "/v2/x");
         let t = Target::parse("http://127.0.0.1:81/reg").await.unwrap();
         assert_eq!(t.path(""), "/reg/v2/");
-        assert!(Target::parse("https://127.0.0.1").await.is_err());
+        assert!(Target::parse("ftp://127.0.0.1").await.is_err());
+        let mut t = Target::parse("https://127.0.0.1:5443").await.unwrap();
+        assert!(t.trust(None).is_err(), "https needs a CA");
     }
 }

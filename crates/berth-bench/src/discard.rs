@@ -41,6 +41,9 @@ pub struct Discarded {
 
 impl DiscardConn {
     pub async fn connect(target: &Target) -> anyhow::Result<DiscardConn> {
+        if target.tls.is_some() {
+            bail!("--discard needs plain HTTP: over TLS every byte must be decrypted");
+        }
         let stream = TcpStream::connect(target.addr)
             .await
             .with_context(|| format!("connecting to {}", target.addr))?;

@@ -71,6 +71,9 @@ struct RunArgs {
     /// `Bearer <token>`), to measure a registry with authentication.
     #[arg(long, env = "BERTH_BENCH_AUTHORIZATION")]
     authorization: Option<String>,
+    /// For an https:// URL: the CA certificates (PEM) to verify the server with.
+    #[arg(long, value_name = "FILE")]
+    cacert: Option<PathBuf>,
     /// Hash every pulled blob or manifest and check its digest (costs client CPU).
     #[arg(long)]
     verify: bool,
@@ -195,6 +198,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let report = rt.block_on(async {
         let mut target = Target::parse(&args.url).await?;
+        target.trust(args.cacert.as_deref())?;
         if let Some(a) = &args.authorization {
             target.authorization = Some(a.parse().context("--authorization is not a valid header value")?);
         }
