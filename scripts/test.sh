@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of berth on a bare Debian machine: installs what is missing
-# (apt packages, dockerd), starts dockerd if none is running, checks format
+# (apt packages, dockerd), starts dockerd if none is running and the S3
+# engines (Ceph RGW, SeaweedFS) for the tests of the S3 backend, checks format
 # and lints, runs all tests (unit, integration, real-client), a short smoke run
 # of the benchmark, then stops what it started.
 set -euo pipefail
@@ -40,7 +41,17 @@ fi
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 
 dockerd_pid=""
+ceph_started=""
+seaweedfs_started=""
 cleanup() {
+  if [ -n "$ceph_started" ]; then
+    log "stopping Ceph RGW"
+    bash scripts/s3/stop-ceph-rgw.sh || true
+  fi
+  if [ -n "$seaweedfs_started" ]; then
+    log "stopping SeaweedFS"
+    bash scripts/s3/stop-seaweedfs.sh || true
+  fi
   if [ -n "$dockerd_pid" ]; then
     log "stopping dockerd (pid $dockerd_pid)"
     kill "$dockerd_pid" 2>/dev/null || true
@@ -81,6 +92,35 @@ bash scripts/readme-commands.sh all
 
 # oras-py for clients_oras (a pinned virtualenv in target/python-clients).
 bash scripts/python-clients.sh
+
+# The S3 engines: the backend suite runs against both, berth's S3 tests on
+# Ceph RGW. Each script prints the AWS_* exports for its engine; they are
+# renamed per engine (BERTH_TEST_S3_<ENGINE>_*) so both can be used at once.
+# With CI=true, a test that needs an engine fails when its variables are missing.
+s3_exports() { # ENGINE EXPORT-LINES
+  local engine=$1 lines=$2 get
+  get() { sed -n "s/^export $1=//p" <<<"$lines"; }
+  export "BERTH_TEST_S3_${engine}_ENDPOINT=$(get AWS_ENDPOINT_URL)"
+  export "BERTH_TEST_S3_${engine}_BUCKET=$(get S3_TEST_BUCKET)"
+  export "BERTH_TEST_S3_${engine}_ACCESS_KEY=$(get AWS_ACCESS_KEY_ID)"
+  export "BERTH_TEST_S3_${engine}_SECRET_KEY=$(get AWS_SECRET_ACCESS_KEY)"
+}
+log "starting Ceph RGW (single node, 127.0.0.1:${CEPH_S3_PORT:-7480})"
+ceph_started=1
+# On a loaded machine a client's first command can reach the new monitor
+# before it knows the cluster ("wrong fsid", EPERM): start again from nothing.
+ceph_env=""
+for attempt in 1 2 3; do
+  ceph_env=$(bash scripts/s3/start-ceph-rgw.sh) && break
+  echo "Ceph did not start (attempt $attempt); starting again" >&2
+  ceph_env=""
+  bash scripts/s3/stop-ceph-rgw.sh || true
+done
+[ -n "$ceph_env" ] || { echo "Ceph RGW did not start" >&2; exit 1; }
+s3_exports CEPH "$ceph_env"
+log "starting SeaweedFS (127.0.0.1:${SEAWEED_S3_PORT:-8333})"
+seaweedfs_started=1
+s3_exports SEAWEEDFS "$(bash scripts/s3/start-seaweedfs.sh)"
 
 log "cargo test"
 test_log=$(mktemp)

@@ -23,6 +23,14 @@ pub enum StorageError {
         end: u64,
         size: u64,
     },
+    /// The store did not answer, or answered that it is busy or failing,
+    /// even after retries: the same request may well succeed later.
+    #[error("{key}: storage unavailable: {source}")]
+    Unavailable {
+        key: String,
+        #[source]
+        source: io::Error,
+    },
     #[error("{key}: {source}")]
     Io {
         key: String,
