@@ -260,6 +260,27 @@ impl Permit {
         allowed
     }
 
+    /// Whether the caller is an admin (everyone is, without access control),
+    /// recording the decision for an override in `repository`.
+    pub(crate) fn is_admin(&self, repository: &str) -> bool {
+        let Some(c) = &self.checked else { return true };
+        let admin = match c.caller.principal() {
+            Principal::User(u) => c.auth.policy.is_admin(u),
+            _ => false,
+        };
+        if let Some(record) = &c.record {
+            record.lock().unwrap().access.push_str(&format!(
+                "; override immutable in {repository}: {}",
+                if admin {
+                    "allowed (admin)"
+                } else {
+                    "denied (not an admin)"
+                }
+            ));
+        }
+        admin
+    }
+
     /// Like [`Permit::may`], but a refusal is the error to answer with.
     pub(crate) fn require(&self, action: Action, repository: &str, what: &str) -> Result<(), ApiError> {
         if self.may(action, repository, what) {

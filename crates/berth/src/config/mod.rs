@@ -44,7 +44,17 @@ use std::path::PathBuf;
 /// print it). A section holds no [`Secret`], only paths of files with secrets.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct Sections {}
+pub struct Sections {
+    /// `[[retention]]`: tags garbage collection removes (crate::rules).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retention: Vec<crate::rules::RetentionSection>,
+    /// `[[immutable]]`: tags that never move.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub immutable: Vec<crate::rules::ImmutableSection>,
+    /// `[[quota]]`: bytes a set of repositories may hold.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub quota: Vec<crate::rules::QuotaSection>,
+}
 
 /// A command line with the config file merged in.
 #[derive(Debug)]
