@@ -3,8 +3,10 @@
 //! ```text
 //! GET  /berth/v1/gc     what a garbage collection pass would free (a dry run)
 //! POST /berth/v1/gc     run a pass now; answers its report
+//! GET  /berth/v1/usage  bytes each quota and repository holds
 //! ```
-//! Reports are `berth_registry::GcReport` as JSON.
+//! Reports are `berth_registry::GcReport` and `berth_registry::UsageReport`
+//! as JSON.
 
 use crate::error::ApiError;
 use crate::json_response;
@@ -16,6 +18,7 @@ use http::Method;
 pub async fn handle(reg: &Registry, path: &str, method: &Method) -> Option<Result<Response, ApiError>> {
     match path {
         "/berth/v1/gc" => Some(gc(reg, method).await),
+        "/berth/v1/usage" => Some(usage(reg, method).await),
         _ => None,
     }
 }
@@ -35,5 +38,13 @@ async fn gc(reg: &Registry, method: &Method) -> Result<Response, ApiError> {
             "garbage collection pass asked for over HTTP"
         );
     }
+    Ok(json_response(serde_json::to_vec(&report).expect("reports serialize")))
+}
+
+async fn usage(reg: &Registry, method: &Method) -> Result<Response, ApiError> {
+    if *method != Method::GET {
+        return Err(ApiError::method_not_allowed());
+    }
+    let report = reg.usage().await?;
     Ok(json_response(serde_json::to_vec(&report).expect("reports serialize")))
 }

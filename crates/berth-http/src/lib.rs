@@ -136,7 +136,9 @@ async fn handle(state: &AppState, req: Request, permit: Permit) -> Result<Respon
         (Route::Manifest { name, reference }, Method::PUT) => {
             manifests::put(reg, name, reference, &req, body, &permit).await
         }
-        (Route::Manifest { name, reference }, Method::DELETE) => manifests::delete(reg, name, reference).await,
+        (Route::Manifest { name, reference }, Method::DELETE) => {
+            manifests::delete(reg, name, reference, &req, &permit).await
+        }
         (Route::Blob { name, digest }, m @ (Method::GET | Method::HEAD)) => {
             blobs::get(reg, name, digest, &req, m == Method::HEAD).await
         }

@@ -3,7 +3,7 @@
 use crate::auth::Permit;
 use crate::body::read_limited;
 use crate::error::ApiError;
-use crate::{header_str, query_pairs};
+use crate::{header_str, query_pairs, query_param};
 use axum::body::Body;
 use axum::response::Response;
 use berth_policy::Action;
@@ -180,10 +180,23 @@ pub async fn put(
 /// it is still sending. Bodies larger still get the 413 without being read.
 const DRAIN_LIMIT: usize = 2 * MAX_MANIFEST_SIZE;
 
-pub async fn delete(reg: &Registry, name: &str, reference: &str) -> Result<Response, ApiError> {
+/// The query parameter with which an admin deletes an immutable tag.
+pub const OVERRIDE_IMMUTABLE: &str = "berth-override-immutable";
+
+pub async fn delete(
+    reg: &Registry,
+    name: &str,
+    reference: &str,
+    req: &Request,
+    permit: &Permit,
+) -> Result<Response, ApiError> {
     let name = parse_name(name)?;
     let reference = parse_existing_reference(reference)?;
-    reg.delete_manifest(&name, &reference).await?;
+    // Asked for explicitly, and honoured for admins only (everyone is one
+    // without access control).
+    let wants_override = query_param(req, OVERRIDE_IMMUTABLE).is_some_and(|v| v == "true" || v == "1");
+    let override_immutable = wants_override && permit.may_override_immutable(name.as_str());
+    reg.delete_manifest_with(&name, &reference, override_immutable).await?;
     Ok(accepted())
 }
 

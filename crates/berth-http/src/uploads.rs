@@ -205,6 +205,10 @@ pub async fn start(
     }
     if let Some(digest) = query_param(req, "digest") {
         let digest = parse_digest(&digest)?;
+        // Refused before the bytes come when a quota cannot take them.
+        if let Some(size) = content_length(req) {
+            reg.check_upload_quota(&name, Some(&digest), size).await?;
+        }
         reg.put_blob(&name, &digest, body.stream()).await?;
         return Ok(blob_created(&name, &digest));
     }
@@ -222,6 +226,12 @@ pub async fn patch(reg: &Registry, name: &str, id: &str, req: &Request, body: Bo
     let body = DrainOnDrop::new(body);
     let name = parse_name(name)?;
     let start = chunk_start(req)?;
+    // A chunk whose length is announced: refused before its bytes come when
+    // the upload would outgrow a quota (its digest is not known yet).
+    if let Some(len) = content_length(req) {
+        reg.check_upload_quota(&name, None, start.unwrap_or(0).saturating_add(len))
+            .await?;
+    }
     let st = reg
         .append_upload(&name, id, start, body.stream())
         .await
@@ -264,4 +274,9 @@ mod tests {
         assert_eq!(range_value(0), "0-0");
         assert_eq!(range_value(10), "0-9");
     }
+}
+
+/// The body size the client announced.
+fn content_length(req: &Request) -> Option<u64> {
+    header_str(req, header::CONTENT_LENGTH).and_then(|l| l.parse::<u64>().ok())
 }

@@ -12,14 +12,16 @@ mod catalog;
 mod error;
 pub mod gc;
 mod manifests;
+pub mod rules;
 pub mod source;
 pub mod sources;
 mod uploads;
 
 pub use blobs::BlobContent;
 pub use error::{RegistryError, Result};
-pub use gc::{GcOptions, GcReport};
+pub use gc::{GcOptions, GcReport, GcStep, ProgressHook};
 pub use manifests::{ManifestContent, PutManifest};
+pub use rules::{ImmutableRule, QuotaRule, RetentionRule, Rules, UsageReport};
 pub use source::ImageSource;
 pub use uploads::UploadStatus;
 
@@ -42,6 +44,8 @@ pub struct RegistryConfig {
     /// Garbage collection's grace period and untagged-manifest policy (see [`GcOptions`]).
     pub gc_grace: Duration,
     pub delete_untagged_after: Option<Duration>,
+    /// Retention, immutable tags and quotas by repository pattern.
+    pub rules: Rules,
 }
 
 impl Default for RegistryConfig {
@@ -52,6 +56,7 @@ impl Default for RegistryConfig {
             deletes: true,
             gc_grace: Duration::from_secs(24 * 3600),
             delete_untagged_after: None,
+            rules: Rules::default(),
         }
     }
 }
@@ -66,6 +71,11 @@ pub struct Registry {
     gate: gc::gate::ReferenceGate,
     /// Held by the running garbage collection pass.
     gc_running: tokio::sync::Mutex<()>,
+    /// Tag writes hold it shared; retention's tag deletes and pushes of
+    /// immutable tags hold it alone, to check and write as one step.
+    tag_writes: tokio::sync::RwLock<()>,
+    /// The usage each quota counts.
+    quotas: rules::quota::QuotaCounters,
 }
 
 impl Registry {
@@ -75,9 +85,11 @@ impl Registry {
             sources: Vec::new(),
             uploads: uploads::UploadTable::default(),
             manifest_cache: manifests::ManifestCache::default(),
-            config,
             gate: gc::gate::ReferenceGate::default(),
             gc_running: tokio::sync::Mutex::new(()),
+            tag_writes: tokio::sync::RwLock::new(()),
+            quotas: rules::quota::QuotaCounters::new(config.rules.quotas.len()),
+            config,
         }
     }
 
@@ -100,6 +112,7 @@ impl Registry {
             grace: self.config.gc_grace,
             delete_untagged_after: self.config.delete_untagged_after,
             dry_run,
+            progress: None,
         }
     }
 

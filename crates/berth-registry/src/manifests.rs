@@ -1,5 +1,6 @@
 //! Manifests, tags and referrers.
 
+use crate::gc::key as gc_key;
 use crate::{Registry, RegistryError, Result};
 use berth_spec::manifest::{referrers_index, stored_media_type};
 use berth_spec::{Descriptor, Digest, Manifest, ManifestKind, Reference, RepoName, Tag};
@@ -175,6 +176,18 @@ impl Registry {
             }
             Reference::Tag(_) => Digest::sha256_of(&bytes),
         };
+        let mut tags: Vec<&Tag> = extra_tags.iter().collect();
+        if let Reference::Tag(t) = reference {
+            tags.push(t);
+        }
+        // Refused before anything is stored; checked again under the tag
+        // write lock below, against a push racing this one.
+        let immutable: Vec<&Tag> = tags
+            .iter()
+            .copied()
+            .filter(|t| self.config.rules.immutable_rule(name, t).is_some())
+            .collect();
+        self.check_immutable(name, &immutable, &digest).await?;
 
         // Everything this manifest references, and its own bytes, stay while
         // it is checked and stored: the garbage collector waits, or has
@@ -194,6 +207,8 @@ impl Registry {
         // The stat of the bytes also gives their size, which the descriptor
         // must state truly: clients trust it when they pull.
         let sparse = self.config.allow_sparse_manifests;
+        // What this manifest adds to quotas: its bytes and stored blobs.
+        let mut counted = vec![(gc_key(&digest), bytes.len() as u64)];
         for blob in manifest.required_blobs() {
             let may_be_absent = sparse && manifest.config.as_ref() != Some(blob);
             let size = if self.exists(&layout::layer_link(name, &blob.digest)).await? {
@@ -206,7 +221,10 @@ impl Registry {
                 None
             };
             match size {
-                Some(size) => check_size(blob, size)?,
+                Some(size) => {
+                    check_size(blob, size)?;
+                    counted.push((gc_key(&blob.digest), size));
+                }
                 None if may_be_absent => continue,
                 None => return Err(RegistryError::ManifestBlobUnknown(blob.digest.clone())),
             }
@@ -236,6 +254,9 @@ impl Registry {
             }
         }
 
+        // Held until the revision is written (see rules::quota).
+        let _quota = self.reserve_quota(name, &counted).await?;
+
         // Written unless an intact copy is there already (a damaged one is replaced).
         if self.read_manifest_blob(&digest).await?.is_none() {
             self.backend.put(&layout::blob_data(&digest), bytes.clone()).await?;
@@ -245,9 +266,13 @@ impl Registry {
             .put(&layout::manifest_revision_link(name, &digest), link.clone())
             .await?;
 
-        let mut tags: Vec<&Tag> = extra_tags.iter().collect();
-        if let Reference::Tag(t) = reference {
-            tags.push(t);
+        // Alone for an immutable tag, so its check and write are one step.
+        let (_shared, _alone);
+        if immutable.is_empty() {
+            _shared = self.tag_writes.read().await;
+        } else {
+            _alone = self.tag_writes.write().await;
+            self.check_immutable(name, &immutable, &digest).await?;
         }
         for tag in tags {
             self.backend
@@ -269,6 +294,28 @@ impl Registry {
         Ok(PutManifest { digest, subject })
     }
 
+    /// Refuses to move an immutable tag that exists to another digest.
+    async fn check_immutable(&self, name: &RepoName, tags: &[&Tag], digest: &Digest) -> Result<()> {
+        for tag in tags {
+            match self.resolve_tag(name, tag).await? {
+                Some(current) if &current != digest => {
+                    let rule = self
+                        .config
+                        .rules
+                        .immutable_rule(name, tag)
+                        .expect("chosen by the caller");
+                    return Err(RegistryError::Denied(format!(
+                        "tag {name}:{} is immutable ({}): it points at {current} and cannot be moved to {digest}; push a new tag",
+                        tag.as_str(),
+                        rule.describe()
+                    )));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
     async fn index_referrer(
         &self,
         name: &RepoName,
@@ -286,9 +333,23 @@ impl Registry {
     }
 
     /// Deletes a manifest by digest (with every tag pointing at it), or removes
-    /// one tag, leaving the manifest in place.
+    /// one tag, leaving the manifest in place. Immutable tags are refused.
     pub async fn delete_manifest(&self, name: &RepoName, reference: &Reference) -> Result<()> {
+        self.delete_manifest_with(name, reference, false).await
+    }
+
+    /// [`Registry::delete_manifest`], where `override_immutable` (an admin's
+    /// explicit request) also deletes immutable tags.
+    pub async fn delete_manifest_with(
+        &self,
+        name: &RepoName,
+        reference: &Reference,
+        override_immutable: bool,
+    ) -> Result<()> {
         self.ensure_deletable(name)?;
+        if !override_immutable {
+            self.refuse_immutable_delete(name, reference).await?;
+        }
         let unknown = || RegistryError::ManifestUnknown(reference.to_string());
         match reference {
             Reference::Tag(tag) => {
@@ -319,6 +380,38 @@ impl Registry {
                     }
                 }
                 self.backend.delete(&link).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses a delete that would remove an immutable tag: the tag itself,
+    /// or (by digest) a tag pointing at the manifest.
+    async fn refuse_immutable_delete(&self, name: &RepoName, reference: &Reference) -> Result<()> {
+        if self.config.rules.immutable.is_empty() {
+            return Ok(());
+        }
+        let tags: Vec<Tag> = match reference {
+            Reference::Tag(t) => vec![t.clone()],
+            Reference::Digest(d) => {
+                let mut out = Vec::new();
+                for tag in self.tag_names(name).await? {
+                    if let Ok(tag) = tag.parse::<Tag>() {
+                        if self.resolve_tag(name, &tag).await?.as_ref() == Some(d) {
+                            out.push(tag);
+                        }
+                    }
+                }
+                out
+            }
+        };
+        for tag in tags {
+            if let Some(rule) = self.config.rules.immutable_rule(name, &tag) {
+                return Err(RegistryError::Denied(format!(
+                    "tag {name}:{} is immutable ({}); deleting it needs an admin's override",
+                    tag.as_str(),
+                    rule.describe()
+                )));
             }
         }
         Ok(())

@@ -130,6 +130,7 @@ pub async fn start(listener: TcpListener, args: &ServeArgs) -> anyhow::Result<Se
         deletes: args.deletes == Switch::On,
         gc_grace: args.gc_grace,
         delete_untagged_after: args.delete_untagged_after,
+        rules: crate::rules::compile(&args.sections)?,
     };
     let mut registry = Registry::new(backend.clone(), config);
     if !args.no_self_image {
@@ -196,6 +197,7 @@ pub fn validate(args: &ServeArgs) -> anyhow::Result<()> {
             .with_context(|| format!("--self-name {:?}", args.self_name))?;
     }
     parse_sources(&args.sources, self_name(args))?;
+    crate::rules::compile(&args.sections)?;
     if args.data.exists() && !args.data.is_dir() {
         anyhow::bail!("the data directory {} is not a directory", args.data.display());
     }

@@ -32,6 +32,11 @@ pub enum Command {
     /// A running `berth serve` collects garbage itself (--gc-interval); to run
     /// a pass there now, POST /berth/v1/gc (GET gives a dry-run report).
     Gc(GcArgs),
+    /// Report the bytes each repository and each quota holds (each blob
+    /// counted once per quota), from a data directory.
+    ///
+    /// A running `berth serve` answers the same at GET /berth/v1/usage.
+    Usage(UsageArgs),
     /// Write images from berth's storage to an OCI layout tar archive.
     ///
     /// Every platform of a multi-platform image is included. skopeo, `docker
@@ -312,6 +317,26 @@ pub struct GcArgs {
     /// Also remove untagged manifests older than this.
     #[arg(long, value_parser = parse_span)]
     pub delete_untagged_after: Option<Duration>,
+
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+
+    /// A `berth serve` config file: its `[[retention]]` and `[[immutable]]`
+    /// sections apply to the pass (the other settings are ignored).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct UsageArgs {
+    /// Data directory to report on.
+    #[arg(long, env = "BERTH_DATA", default_value = "./data")]
+    pub data: PathBuf,
+
+    /// A `berth serve` config file, for its `[[quota]]` sections.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 
     /// Print the report as JSON.
     #[arg(long)]

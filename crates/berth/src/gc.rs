@@ -1,11 +1,29 @@
 //! `berth gc`: one garbage collection pass on a data directory no server is
 //! serving (a running server collects itself, and takes a pass over HTTP).
 
-use crate::cli::GcArgs;
+use crate::cli::{GcArgs, UsageArgs};
+use crate::config::{ConfigFile, Sections};
+use crate::progress::Progress;
 use anyhow::Context;
-use berth_registry::{GcOptions, GcReport, Registry, RegistryConfig};
+use berth_registry::{GcOptions, GcReport, GcStep, ProgressHook, Registry, RegistryConfig, Rules, UsageReport};
 use berth_storage::{DataDirLock, FsBackend, LockError};
+use std::path::Path;
 use std::sync::Arc;
+
+/// The rules of a config file's sections (none without a file).
+fn rules_from(config: Option<&Path>) -> anyhow::Result<Rules> {
+    match config {
+        Some(path) => crate::rules::compile(&ConfigFile::load(path)?.sections::<Sections>()?),
+        None => Ok(Rules::default()),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
 
 pub fn run(args: GcArgs) -> anyhow::Result<()> {
     if !args.data.is_dir() {
@@ -21,38 +39,96 @@ pub fn run(args: GcArgs) -> anyhow::Result<()> {
         ),
         e => e.into(),
     })?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    let report = runtime.block_on(async {
-        let registry = Registry::new(Arc::new(FsBackend::new(&args.data)), RegistryConfig::default());
+    let config = RegistryConfig {
+        rules: rules_from(args.config.as_deref())?,
+        ..RegistryConfig::default()
+    };
+    let progress = Arc::new(Progress::new());
+    let bar = progress.clone();
+    let hook = ProgressHook(Arc::new(move |step| match step {
+        GcStep::Marking { done, total } => bar.count("marking repositories", done as u64, total as u64),
+        GcStep::Sweeping { done, total } => bar.count("sweeping blob store", done as u64, total as u64),
+    }));
+    let report = runtime()?.block_on(async {
+        let registry = Registry::new(Arc::new(FsBackend::new(&args.data)), config);
         registry
             .collect_garbage(&GcOptions {
                 grace: args.grace,
                 delete_untagged_after: args.delete_untagged_after,
                 dry_run: args.dry_run,
+                progress: Some(hook),
             })
+            .await
+    })?;
+    log_report(&report);
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!("{}", describe(&report));
+        for tag in &report.tags_deleted {
+            let verb = if report.dry_run { "would remove" } else { "removed" };
+            println!("  {verb} tag {tag} (retention)");
+        }
+    }
+    Ok(())
+}
+
+/// `berth usage`: what each quota and repository holds. Only reads, so it
+/// may run beside a server (whose answer at /berth/v1/usage is the same).
+pub fn usage(args: UsageArgs) -> anyhow::Result<()> {
+    if !args.data.is_dir() {
+        anyhow::bail!("{} is not a data directory", args.data.display());
+    }
+    let config = RegistryConfig {
+        rules: rules_from(args.config.as_deref())?,
+        ..RegistryConfig::default()
+    };
+    let report = runtime()?.block_on(async {
+        Registry::new(Arc::new(FsBackend::new(&args.data)), config)
+            .usage()
             .await
     })?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
-        println!("{}", describe(&report));
+        print!("{}", describe_usage(&report));
     }
     Ok(())
+}
+
+/// The usage report as a person reads it: quotas first, then repositories.
+pub fn describe_usage(r: &UsageReport) -> String {
+    let mut out = String::new();
+    for q in &r.quotas {
+        let percent = if q.limit == 0 {
+            100.0
+        } else {
+            q.used as f64 * 100.0 / q.limit as f64
+        };
+        out.push_str(&format!(
+            "quota {}: {} of {} ({percent:.0}%)\n",
+            q.repositories,
+            human_bytes(q.used),
+            human_bytes(q.limit)
+        ));
+    }
+    for repo in &r.repositories {
+        out.push_str(&format!("{}  {}\n", human_bytes(repo.bytes), repo.repository));
+    }
+    out
 }
 
 /// One line a person reads: what was (or would be) freed.
 pub fn describe(r: &GcReport) -> String {
     let verb = if r.dry_run { "would free" } else { "freed" };
     format!(
-        "{verb} {} in {} blobs ({} layer links, {} untagged manifests, {} stale uploads); \
+        "{verb} {} in {} blobs ({} layer links, {} untagged manifests, {} tags by retention, {} stale uploads); \
          {} blobs in use in {} repositories; {} spared because a push was using them; {} ms",
         human_bytes(r.bytes_freed),
         r.blobs_deleted,
         r.layer_links_deleted,
         r.manifests_deleted,
+        r.tags_deleted.len(),
         r.uploads_purged,
         r.blobs_marked,
         r.repositories,
@@ -69,6 +145,7 @@ pub fn log_report(r: &GcReport) {
         bytes_freed = r.bytes_freed,
         layer_links_deleted = r.layer_links_deleted,
         manifests_deleted = r.manifests_deleted,
+        tags_deleted = r.tags_deleted.len(),
         uploads_purged = r.uploads_purged,
         blobs_marked = r.blobs_marked,
         spared_in_use = r.spared_in_use,

@@ -12,4 +12,5 @@ pub mod gc;
 pub mod import;
 pub mod memory;
 mod progress;
+pub mod rules;
 pub mod sbom;

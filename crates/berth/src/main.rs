@@ -19,6 +19,7 @@ fn main() -> ExitCode {
         Command::Import(args) => berth::import::run(args),
         Command::Export(args) => berth::export::run(args),
         Command::Gc(args) => berth::gc::run(args),
+        Command::Usage(args) => berth::gc::usage(args),
         Command::SelfDigest => berth::describe::self_digest(),
         Command::Sbom => berth::describe::sbom(),
     };

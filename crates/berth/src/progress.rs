@@ -28,18 +28,29 @@ impl Progress {
 
     /// Updates the current line; at most ten times a second, and always at the end.
     pub fn bytes(&self, label: &str, done: u64, total: u64) {
+        self.line(label, &format!("{} / {}", human(done), human(total)), done >= total);
+    }
+
+    /// Like [`Progress::bytes`], for a count of things (a bar and a fraction).
+    pub fn count(&self, label: &str, done: u64, total: u64) {
+        const WIDTH: u64 = 30;
+        let filled = (done.min(total) * WIDTH).checked_div(total).unwrap_or(WIDTH) as usize;
+        let bar = format!("[{}{}]", "#".repeat(filled), " ".repeat(WIDTH as usize - filled));
+        self.line(label, &format!("{bar} {done}/{total}"), done >= total);
+    }
+
+    fn line(&self, label: &str, state: &str, finished: bool) {
         if !self.enabled {
             return;
         }
         let mut last = self.last.lock().unwrap();
         let now = Instant::now();
-        let finished = done >= total;
         if !finished && last.is_some_and(|t| now.duration_since(t) < Duration::from_millis(100)) {
             return;
         }
         *last = Some(now);
         let mut err = std::io::stderr().lock();
-        let _ = write!(err, "\r\x1b[K  {label}  {} / {}", human(done), human(total));
+        let _ = write!(err, "\r\x1b[K  {label}  {state}");
         if finished {
             let _ = writeln!(err);
             *last = None;

@@ -9,6 +9,7 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+use support::admin::gc_pass;
 use support::images::{layout_blob, layout_ref, sha256_digest, unique, Image, Index, OciLayout};
 use support::tools::{berth, http_get, skopeo, skopeo_copy, skopeo_raw};
 use support::wait_until;
@@ -226,23 +227,6 @@ fn berth_serves_a_distribution_directory() {
     server.stop();
     let dist = Distribution::start(data.path());
     fixture.check(&dist.host, &format!("http://{}", dist.host));
-}
-
-/// Runs a garbage collection pass over berth's HTTP API; returns its report.
-fn gc_pass(url: &str) -> Value {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let r = reqwest::Client::new()
-            .post(format!("{url}/berth/v1/gc"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        serde_json::from_slice(&r.bytes().await.unwrap()).unwrap()
-    })
 }
 
 #[test]

@@ -30,6 +30,38 @@ fn check_config_accepts_the_annotated_example() {
 }
 
 #[test]
+fn check_config_accepts_the_rules_example_and_shows_its_sections() {
+    let example = examples_dir().join("rules.toml");
+    let out = berth_cli(["serve", "--check-config", "--config", example.to_str().unwrap()]).ok();
+    assert!(out.stderr.contains("configuration is valid"), "{}", out.describe());
+    for shown in [
+        "[[retention]]",
+        "keep-last = 20",
+        "[[immutable]]",
+        "[[quota]]",
+        "limit = \"50GiB\"",
+    ] {
+        assert!(out.stdout.contains(shown), "{shown}: {}", out.stdout);
+    }
+}
+
+#[test]
+fn a_mistake_in_a_rule_is_refused_naming_the_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        "[[retention]]\nrepositories = \"ci/**\"\nkeep-tags = \"(unclosed\"\n",
+    );
+    let out = berth_cli(["serve", "--check-config", "--config", config.to_str().unwrap()]).fails();
+    assert!(
+        out.stderr.contains("retention rule for \"ci/**\"") && out.stderr.contains("regular expression"),
+        "{}",
+        out.describe()
+    );
+    assert_no_backtrace(&out.stderr);
+}
+
+#[test]
 fn the_example_shows_every_option_of_serve() {
     let text = std::fs::read_to_string(examples_dir().join("berth.toml")).unwrap();
     let cli = berth::cli::Cli::command();

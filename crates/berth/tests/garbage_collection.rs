@@ -6,26 +6,10 @@
 mod support;
 
 use serde_json::Value;
+use support::admin::http;
 use support::images::{layout_blob, layout_ref, unique, Image, Index, OciLayout};
 use support::tools::{berth, http_get, skopeo, skopeo_copy};
 use support::{berth_exe, BerthProcess};
-
-fn http(method: &str, url: &str) -> (u16, Value) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let r = reqwest::Client::new()
-            .request(method.parse().unwrap(), url)
-            .send()
-            .await
-            .unwrap();
-        let status = r.status().as_u16();
-        let body = r.bytes().await.unwrap();
-        (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
-    })
-}
 
 #[test]
 fn a_pass_frees_what_deleted_images_left_and_keeps_every_platform_of_an_index() {

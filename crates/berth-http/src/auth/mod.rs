@@ -289,6 +289,24 @@ impl Permit {
         allowed
     }
 
+    /// Whether the caller may override an immutable tag in `repository`: an
+    /// admin (everyone is, without access control). Records the decision.
+    pub(crate) fn may_override_immutable(&self, repository: &str) -> bool {
+        let Some(c) = &self.checked else { return true };
+        let admin = c.auth.is_admin(&c.caller);
+        if let Some(record) = &c.record {
+            record.lock().unwrap().access.push_str(&format!(
+                "; override immutable in {repository}: {}",
+                if admin {
+                    "allowed (admin)"
+                } else {
+                    "denied (not an admin)"
+                }
+            ));
+        }
+        admin
+    }
+
     /// Like [`Permit::may`], but a refusal is the error to answer with.
     pub(crate) fn require(&self, action: Action, repository: &str, what: &str) -> Result<(), ApiError> {
         if self.may(action, repository, what) {

@@ -24,6 +24,7 @@ pub(crate) mod gate;
 
 use futures::StreamExt;
 
+use crate::rules::retention::TagInfo;
 use crate::{Registry, RegistryError, Result};
 use berth_spec::{Digest, Manifest, ManifestKind, RepoName, Tag};
 use berth_storage::layout;
@@ -45,6 +46,33 @@ pub struct GcOptions {
     pub delete_untagged_after: Option<Duration>,
     /// Report what would be deleted, delete nothing.
     pub dry_run: bool,
+    /// Told how far the pass is (for a progress bar).
+    pub progress: Option<ProgressHook>,
+}
+
+/// How far a pass is: repositories marked, blob store directories swept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GcStep {
+    Marking { done: usize, total: usize },
+    Sweeping { done: usize, total: usize },
+}
+
+/// Called with each [`GcStep`].
+#[derive(Clone)]
+pub struct ProgressHook(pub std::sync::Arc<dyn Fn(GcStep) + Send + Sync>);
+
+impl std::fmt::Debug for ProgressHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProgressHook")
+    }
+}
+
+impl GcOptions {
+    fn step(&self, step: GcStep) {
+        if let Some(p) = &self.progress {
+            (p.0)(step);
+        }
+    }
 }
 
 /// What a pass deleted (or, dry, would delete).
@@ -58,6 +86,8 @@ pub struct GcReport {
     pub layer_links_deleted: usize,
     pub manifests_deleted: usize,
     pub uploads_purged: usize,
+    /// Tags removed by retention rules, as `repository:tag`.
+    pub tags_deleted: Vec<String>,
     /// Candidates left alone because a push was referencing them.
     pub spared_in_use: usize,
     pub duration_ms: u64,
@@ -67,6 +97,9 @@ pub struct GcReport {
 #[derive(Default)]
 struct RepoScan {
     tags: Vec<Digest>,
+    /// Manifests retention left without a tag: collected like untagged
+    /// manifests past their age (unless a kept index or subject needs them).
+    released: HashSet<Key>,
     /// Manifest revisions with the time their link was written.
     revisions: Vec<(Digest, Option<SystemTime>)>,
     /// Layer links with the time they were written.
@@ -76,9 +109,9 @@ struct RepoScan {
 /// A digest as the collector's tables hold it: 32 bytes instead of a
 /// 100-odd-byte `Digest`, which keeps a pass over 100,000 blobs small. A
 /// sha256 digest is its own bytes; any other is the sha256 of its text.
-type Key = [u8; 32];
+pub(crate) type Key = [u8; 32];
 
-fn key(d: &Digest) -> Key {
+pub(crate) fn key(d: &Digest) -> Key {
     let mut k = [0u8; 32];
     let text;
     let hex = match d.algorithm() {
@@ -127,8 +160,21 @@ impl Registry {
         repos.dedup();
         report.repositories = repos.len();
         let mut scans: Vec<(RepoName, RepoScan)> = Vec::with_capacity(repos.len());
-        for name in repos {
-            let scan = self.scan_repository(&name).await?;
+        let total = repos.len();
+        for (done, name) in repos.into_iter().enumerate() {
+            opts.step(GcStep::Marking { done, total });
+            // Retention first: the tags it removes (or, dry, would remove)
+            // are gone for the mark.
+            let removed = self.apply_retention(&name, now, opts.dry_run).await?;
+            report
+                .tags_deleted
+                .extend(removed.iter().map(|t| format!("{name}:{}", t.tag.as_str())));
+            let mut scan = self.scan_repository(&name, &removed).await?;
+            scan.released = removed
+                .iter()
+                .filter(|t| !scan.tags.contains(&t.digest))
+                .map(|t| key(&t.digest))
+                .collect();
             scans.push((name, scan));
         }
         let mut refs_cache: HashMap<Digest, Option<Refs>> = HashMap::new();
@@ -199,8 +245,20 @@ impl Registry {
 
         // The blob store, one `<alg>/<xx>` directory at a time.
         let root = layout::blobs_root();
+        let mut prefixes = Vec::new();
         for alg in self.backend.list(&root).await? {
             for prefix in self.backend.list(&format!("{root}/{alg}")).await? {
+                prefixes.push((alg.clone(), prefix));
+            }
+        }
+        let total = prefixes.len();
+        opts.step(GcStep::Marking {
+            done: scans.len(),
+            total: scans.len(),
+        });
+        for (done, (alg, prefix)) in prefixes.into_iter().enumerate() {
+            opts.step(GcStep::Sweeping { done, total });
+            {
                 let mut doomed = Vec::new();
                 for (digest, size, modified) in self.stored_blobs_in(&format!("{root}/{alg}/{prefix}"), &alg).await? {
                     let k = key(&digest);
@@ -268,8 +326,11 @@ impl Registry {
             }
         }
 
+        opts.step(GcStep::Sweeping { done: total, total });
         if !opts.dry_run {
             report.uploads_purged = self.purge_stale_uploads().await?;
+            // Usage only went down: counted afresh on the next push.
+            self.forget_quota_counts().await;
         }
         self.gate.forget_older_than(opts.grace);
         report.duration_ms = started.elapsed().as_millis() as u64;
@@ -309,10 +370,15 @@ impl Registry {
         Ok(Some((size, links.len())))
     }
 
-    async fn scan_repository(&self, name: &RepoName) -> Result<RepoScan> {
+    /// What `name` holds, without the tags retention removed (`removed`,
+    /// still there in a dry run).
+    async fn scan_repository(&self, name: &RepoName, removed: &[TagInfo]) -> Result<RepoScan> {
         let mut scan = RepoScan::default();
         for tag in self.backend.list(&layout::tags_dir(name)).await? {
             let Ok(tag) = tag.parse::<Tag>() else { continue };
+            if removed.iter().any(|t| t.tag == tag) {
+                continue;
+            }
             if let Some(d) = self.resolve_tag(name, &tag).await? {
                 scan.tags.push(d);
             }
@@ -342,7 +408,7 @@ impl Registry {
     }
 
     /// The digests of a `<alg>/<hex>/...` tree.
-    async fn list_digest_dirs(&self, dir: &str) -> Result<Vec<Digest>> {
+    pub(crate) async fn list_digest_dirs(&self, dir: &str) -> Result<Vec<Digest>> {
         let mut out = Vec::new();
         for alg in self.backend.list(dir).await? {
             for hex in self.backend.list(&format!("{dir}/{alg}")).await? {
@@ -423,18 +489,22 @@ impl Registry {
         cache: &mut HashMap<Digest, Option<Refs>>,
         old_enough: impl Fn(Option<SystemTime>, Duration) -> bool,
     ) -> Result<HashSet<Key>> {
-        let Some(max_age) = opts.delete_untagged_after else {
-            // Default: every manifest stays; still read them for their blobs.
-            for (d, _) in &scan.revisions {
-                self.manifest_refs(d, cache).await?;
-            }
-            return Ok(scan.revisions.iter().map(|(d, _)| key(d)).collect());
-        };
         let stored: HashSet<Key> = scan.revisions.iter().map(|(d, _)| key(d)).collect();
         let mut kept: HashSet<Key> = scan.tags.iter().map(key).filter(|k| stored.contains(k)).collect();
         for (d, t) in &scan.revisions {
-            if !old_enough(*t, max_age) || !old_enough(*t, opts.grace) {
-                kept.insert(key(d));
+            let k = key(d);
+            let keep = if scan.released.contains(&k) {
+                // Untagged by retention in this pass: goes, unless young.
+                !old_enough(*t, opts.grace)
+            } else {
+                match opts.delete_untagged_after {
+                    // Default: every manifest stays.
+                    None => true,
+                    Some(max_age) => !old_enough(*t, max_age) || !old_enough(*t, opts.grace),
+                }
+            };
+            if keep {
+                kept.insert(k);
             }
         }
         // Children of kept indexes, and referrers of kept subjects, until nothing changes.
@@ -510,4 +580,4 @@ mod tests {
 }
 
 #[cfg(test)]
-mod registry_tests;
+pub(crate) mod registry_tests;

@@ -10,46 +10,47 @@ use bytes::Bytes;
 use futures::StreamExt;
 use std::sync::Arc;
 
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub(crate) const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub(crate) const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 
-fn registry() -> (tempfile::TempDir, Arc<Registry>) {
+pub(crate) fn registry() -> (tempfile::TempDir, Arc<Registry>) {
     let dir = tempfile::tempdir().unwrap();
     let backend = Arc::new(FsBackend::new(dir.path()));
     (dir, Arc::new(Registry::new(backend, RegistryConfig::default())))
 }
 
-fn now_opts() -> GcOptions {
+pub(crate) fn now_opts() -> GcOptions {
     GcOptions {
         grace: Duration::ZERO,
         delete_untagged_after: None,
         dry_run: false,
+        progress: None,
     }
 }
 
-fn stream(bytes: Vec<u8>) -> ByteStream {
+pub(crate) fn stream(bytes: Vec<u8>) -> ByteStream {
     futures::stream::iter([Ok(Bytes::from(bytes))]).boxed()
 }
 
-fn sha256(bytes: &[u8]) -> Digest {
+pub(crate) fn sha256(bytes: &[u8]) -> Digest {
     Digest::sha256_of(bytes)
 }
 
-fn name(s: &str) -> RepoName {
+pub(crate) fn name(s: &str) -> RepoName {
     s.parse().unwrap()
 }
 
-async fn push_blob(reg: &Registry, repo: &RepoName, bytes: &[u8]) -> Digest {
+pub(crate) async fn push_blob(reg: &Registry, repo: &RepoName, bytes: &[u8]) -> Digest {
     let d = sha256(bytes);
     reg.put_blob(repo, &d, stream(bytes.to_vec())).await.unwrap();
     d
 }
 
-fn descriptor(media_type: &str, bytes: &[u8]) -> serde_json::Value {
+pub(crate) fn descriptor(media_type: &str, bytes: &[u8]) -> serde_json::Value {
     serde_json::json!({"mediaType": media_type, "digest": sha256(bytes).to_string(), "size": bytes.len()})
 }
 
-fn image(config: &[u8], layers: &[&[u8]]) -> Vec<u8> {
+pub(crate) fn image(config: &[u8], layers: &[&[u8]]) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
@@ -59,7 +60,13 @@ fn image(config: &[u8], layers: &[&[u8]]) -> Vec<u8> {
     .unwrap()
 }
 
-async fn put(reg: &Registry, repo: &RepoName, reference: &str, media_type: &str, bytes: &[u8]) -> Result<Digest> {
+pub(crate) async fn put(
+    reg: &Registry,
+    repo: &RepoName,
+    reference: &str,
+    media_type: &str,
+    bytes: &[u8],
+) -> Result<Digest> {
     let reference: Reference = reference.parse().unwrap();
     reg.put_manifest(repo, &reference, Some(media_type), Bytes::from(bytes.to_vec()), &[])
         .await
@@ -67,7 +74,7 @@ async fn put(reg: &Registry, repo: &RepoName, reference: &str, media_type: &str,
 }
 
 /// Pushes config + layers + manifest under `tag`.
-async fn push_image(reg: &Registry, repo: &RepoName, tag: &str, config: &[u8], layers: &[&[u8]]) -> Digest {
+pub(crate) async fn push_image(reg: &Registry, repo: &RepoName, tag: &str, config: &[u8], layers: &[&[u8]]) -> Digest {
     push_blob(reg, repo, config).await;
     for l in layers {
         push_blob(reg, repo, l).await;
@@ -75,11 +82,11 @@ async fn push_image(reg: &Registry, repo: &RepoName, tag: &str, config: &[u8], l
     put(reg, repo, tag, OCI_MANIFEST, &image(config, layers)).await.unwrap()
 }
 
-async fn blob_readable(reg: &Registry, repo: &RepoName, d: &Digest) -> bool {
+pub(crate) async fn blob_readable(reg: &Registry, repo: &RepoName, d: &Digest) -> bool {
     reg.get_blob(repo, d, None, true).await.is_ok()
 }
 
-fn data_exists(dir: &tempfile::TempDir, d: &Digest) -> bool {
+pub(crate) fn data_exists(dir: &tempfile::TempDir, d: &Digest) -> bool {
     dir.path().join(layout::blob_data(d)).exists()
 }
 

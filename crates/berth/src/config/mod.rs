@@ -49,6 +49,15 @@ pub struct Sections {
     /// keys of an `--auth-config` file (examples/auth.toml), in this file.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub auth: Option<berth_policy::PolicyConfig>,
+    /// `[[retention]]`: tags garbage collection removes (crate::rules).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retention: Vec<crate::rules::RetentionSection>,
+    /// `[[immutable]]`: tags that never move.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub immutable: Vec<crate::rules::ImmutableSection>,
+    /// `[[quota]]`: bytes a set of repositories may hold.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub quota: Vec<crate::rules::QuotaSection>,
 }
 
 /// A command line with the config file merged in.

@@ -2,8 +2,7 @@
 //! ephemeral port, or run the real `berth` executable.
 #![allow(dead_code)]
 
-use berth::cli::{Cli, Command, ServeArgs};
-use clap::Parser;
+use berth::cli::{Command, ServeArgs};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
@@ -37,7 +36,8 @@ impl TestServer {
             argv.push(d.path().display().to_string());
         }
         argv.extend(extra.iter().map(|s| s.to_string()));
-        let Command::Serve(args) = Cli::try_parse_from(&argv).expect("valid test arguments").command else {
+        // Through the config file reader, so a `--config` brings its sections.
+        let Command::Serve(args) = berth::config::parse_cli(&argv).expect("valid test arguments").0.command else {
             panic!("not a serve command")
         };
         let data = args.data.clone();
@@ -243,6 +243,7 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     false
 }
 
+pub mod admin;
 pub mod auth;
 pub mod containerd;
 pub mod images;

@@ -1,0 +1,280 @@
+//! Quotas: the bytes a set of repositories (a glob) holds, each blob counted
+//! once however many of its repositories or manifests reference it.
+//!
+//! **What counts.** The usage of a quota is the size of the distinct blobs
+//! named by the manifests stored in its repositories: each manifest's own
+//! bytes, its config and layers. A layer uploaded without a manifest does not
+//! count (the next garbage collection pass frees it), and a deleted manifest
+//! stops counting at the next pass, which is when its bytes are freed.
+//!
+//! **Where it is checked.** At the start of an upload whose size the client
+//! announces (a monolithic `POST ?digest=` with `Content-Length`), and at a
+//! manifest PUT, for the blobs the manifest adds to the set, before anything
+//! is written. Both refuse with DENIED naming the quota, its limit and usage.
+//!
+//! **How it stays cheap.** Each quota keeps its set of counted digests in
+//! memory (32 bytes a blob), built on first use by one walk of its
+//! repositories and kept up to date by every manifest PUT, which reserves
+//! its new blobs under the quota's lock (so two pushes cannot both fit in
+//! the last gigabyte). A garbage collection pass forgets the sets (deletes and
+//! the pass only ever lower usage); the next push rebuilds them.
+//!
+//! **Why a rebuild misses no push.** A PUT's reservation is *in flight* from
+//! the moment it is counted until its manifest revision is written. A rebuild
+//! holds the quota's lock (no new reservation), takes a snapshot of the
+//! reservations in flight, walks storage, and adds the snapshot: a PUT in
+//! flight at the snapshot is in it; one finished before it wrote its revision
+//! before the walk began, so the walk reads it.
+
+use super::QuotaRule;
+use crate::gc::{key, Key};
+use crate::{Registry, RegistryError, Result};
+use berth_spec::{Digest, Manifest, RepoName};
+use berth_storage::layout;
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+
+/// The counters of every quota, in the order of the rules.
+#[derive(Default)]
+pub(crate) struct QuotaCounters {
+    counters: Vec<Counter>,
+}
+
+#[derive(Default)]
+struct Counter {
+    /// `None` until built (and after each garbage collection pass).
+    counted: tokio::sync::Mutex<Option<Counted>>,
+    /// Reservations whose manifest revision is not written yet: digest ->
+    /// (size, how many reservations hold it).
+    in_flight: Mutex<HashMap<Key, (u64, usize)>>,
+}
+
+#[derive(Default)]
+struct Counted {
+    blobs: HashSet<Key>,
+    used: u64,
+}
+
+impl QuotaCounters {
+    pub(crate) fn new(rules: usize) -> QuotaCounters {
+        QuotaCounters {
+            counters: (0..rules).map(|_| Counter::default()).collect(),
+        }
+    }
+}
+
+/// Blobs a manifest PUT counted against quotas, in flight until dropped
+/// (after the manifest revision is written, or the PUT failed).
+pub(crate) struct Reservation<'a> {
+    counters: &'a QuotaCounters,
+    held: Vec<(usize, Vec<Key>)>,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        for (i, keys) in &self.held {
+            let mut in_flight = self.counters.counters[*i].in_flight.lock().unwrap();
+            for k in keys {
+                if let Some(e) = in_flight.get_mut(k) {
+                    e.1 -= 1;
+                    if e.1 == 0 {
+                        in_flight.remove(k);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// How much one quota holds.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct QuotaUsage {
+    /// The quota's repository pattern.
+    pub repositories: String,
+    pub limit: u64,
+    pub used: u64,
+}
+
+/// How much one repository holds (its blobs, each counted once).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RepositoryUsage {
+    pub repository: String,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct UsageReport {
+    pub quotas: Vec<QuotaUsage>,
+    pub repositories: Vec<RepositoryUsage>,
+}
+
+fn refusal(rule: &QuotaRule, used: u64, adding: u64) -> RegistryError {
+    RegistryError::Denied(format!(
+        "quota exceeded: repositories {} may hold {} bytes; they hold {} and this push adds {}",
+        rule.repositories.as_str(),
+        rule.limit,
+        used,
+        adding
+    ))
+}
+
+impl Registry {
+    /// The blobs a stored manifest counts for, with their sizes: its own
+    /// bytes, its config and layers that are stored. Index children count as
+    /// manifests of their own.
+    async fn counted_blobs_of(&self, digest: &Digest) -> Result<Vec<(Key, u64)>> {
+        let Some(content) = self.read_manifest_blob(digest).await? else {
+            return Ok(Vec::new());
+        };
+        let mut out = vec![(key(digest), content.bytes.len() as u64)];
+        if let Ok(m) = Manifest::parse(&content.bytes, Some(&content.media_type)) {
+            for blob in m.required_blobs() {
+                match self.backend.head(&layout::blob_data(&blob.digest)).await {
+                    Ok(meta) => out.push((key(&blob.digest), meta.size)),
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every counted blob of one repository.
+    async fn repository_blobs(&self, name: &RepoName, into: &mut HashMap<Key, u64>) -> Result<()> {
+        for d in self.list_digest_dirs(&layout::revisions_dir(name)).await? {
+            if !self.exists(&layout::manifest_revision_link(name, &d)).await? {
+                continue;
+            }
+            into.extend(self.counted_blobs_of(&d).await?);
+        }
+        Ok(())
+    }
+
+    /// Walks the repositories of quota `i` (its lock held by the caller).
+    async fn build_counted(&self, i: usize) -> Result<Counted> {
+        let rule = &self.config.rules.quotas[i];
+        let snapshot: Vec<(Key, u64)> = self.quotas.counters[i]
+            .in_flight
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(k, (size, _))| (*k, *size))
+            .collect();
+        let mut blobs = HashMap::new();
+        for name in self.stored_repositories().await? {
+            if rule.repositories.matches(name.as_str()) {
+                self.repository_blobs(&name, &mut blobs).await?;
+            }
+        }
+        blobs.extend(snapshot);
+        Ok(Counted {
+            used: blobs.values().sum(),
+            blobs: blobs.into_keys().collect(),
+        })
+    }
+
+    async fn counted(&self, i: usize) -> Result<tokio::sync::MutexGuard<'_, Option<Counted>>> {
+        let mut guard = self.quotas.counters[i].counted.lock().await;
+        if guard.is_none() {
+            *guard = Some(self.build_counted(i).await?);
+        }
+        Ok(guard)
+    }
+
+    /// Counts the blobs a manifest PUT to `name` adds against every quota of
+    /// `name`, or refuses if one would be exceeded (then nothing is counted).
+    pub(crate) async fn reserve_quota(&self, name: &RepoName, blobs: &[(Key, u64)]) -> Result<Reservation<'_>> {
+        let mut reservation = Reservation {
+            counters: &self.quotas,
+            held: Vec::new(),
+        };
+        let rules: Vec<usize> = self.config.rules.quotas_for(name).map(|(i, _)| i).collect();
+        if rules.is_empty() {
+            return Ok(reservation);
+        }
+        // Locked in rule order, so two PUTs never wait on each other's half.
+        let mut guards = Vec::with_capacity(rules.len());
+        for &i in &rules {
+            guards.push(self.counted(i).await?);
+        }
+        for (g, &i) in guards.iter().zip(&rules) {
+            let c = g.as_ref().expect("built above");
+            let mut seen = HashSet::new();
+            let adding: u64 = blobs
+                .iter()
+                .filter(|(k, _)| !c.blobs.contains(k) && seen.insert(*k))
+                .map(|(_, s)| s)
+                .sum();
+            let rule = &self.config.rules.quotas[i];
+            if adding > 0 && c.used.saturating_add(adding) > rule.limit {
+                return Err(refusal(rule, c.used, adding));
+            }
+        }
+        for (g, &i) in guards.iter_mut().zip(&rules) {
+            let c = g.as_mut().expect("built above");
+            let mut keys = Vec::new();
+            for (k, size) in blobs {
+                if c.blobs.insert(*k) {
+                    c.used += size;
+                }
+                keys.push(*k);
+            }
+            let mut in_flight = self.quotas.counters[i].in_flight.lock().unwrap();
+            for (k, size) in blobs {
+                in_flight.entry(*k).or_insert((*size, 0)).1 += 1;
+            }
+            reservation.held.push((i, keys));
+        }
+        Ok(reservation)
+    }
+
+    /// Refuses an upload of `size` bytes to `name` that no quota of `name`
+    /// could take (unless the quota counts the blob already): checked when
+    /// the client announces the size, before it sends the bytes.
+    pub async fn check_upload_quota(&self, name: &RepoName, digest: Option<&Digest>, size: u64) -> Result<()> {
+        for (i, rule) in self.config.rules.quotas_for(name) {
+            let g = self.counted(i).await?;
+            let c = g.as_ref().expect("built");
+            if digest.is_some_and(|d| c.blobs.contains(&key(d))) {
+                continue;
+            }
+            if c.used.saturating_add(size) > rule.limit {
+                return Err(refusal(rule, c.used, size));
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets the counts (after a garbage collection pass); the next use
+    /// rebuilds them.
+    pub(crate) async fn forget_quota_counts(&self) {
+        for c in &self.quotas.counters {
+            *c.counted.lock().await = None;
+        }
+    }
+
+    /// What every quota and every repository holds. Walks every repository:
+    /// for `berth usage` and the admin API, not the request path.
+    pub async fn usage(&self) -> Result<UsageReport> {
+        let mut report = UsageReport::default();
+        for (i, rule) in self.config.rules.quotas.iter().enumerate() {
+            let g = self.counted(i).await?;
+            report.quotas.push(QuotaUsage {
+                repositories: rule.repositories.as_str().to_owned(),
+                limit: rule.limit,
+                used: g.as_ref().map_or(0, |c| c.used),
+            });
+        }
+        let mut names = self.stored_repositories().await?;
+        names.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        for name in names {
+            let mut blobs = HashMap::new();
+            self.repository_blobs(&name, &mut blobs).await?;
+            report.repositories.push(RepositoryUsage {
+                repository: name.as_str().to_owned(),
+                bytes: blobs.values().sum(),
+            });
+        }
+        Ok(report)
+    }
+}
