@@ -4,7 +4,10 @@
 # machine's ceiling) on 127.0.0.1. Runs the same berth-bench workloads against
 # each, interleaved (A B C A B C ...) for several rounds, takes medians, samples
 # RSS from /proc, measures exec-to-first-200 on /v2/, and prints one table of
-# ratios. Everything it starts it stops again, by PID.
+# ratios. Everything it starts it stops again, by PID. A second berth with
+# `--metrics off` ("berth-nometrics") gives the cost of the metrics: the
+# "metrics on/off" case runs the same manifest GETs against both, alternating
+# which goes first from round to round.
 #
 #   bench/compare.sh [--rounds N] [--quick] [--no-build] [--out DIR] [--only REGEX]
 #
@@ -63,7 +66,7 @@ results="$out/results.jsonl"
 : >"$results"
 
 declare -A pid url
-servers=(berth distribution nginx)
+servers=(berth berth-nometrics distribution nginx)
 
 # Stops a process we started (by PID) and waits until it is gone.
 stop_pid() {
@@ -81,18 +84,20 @@ stop_pid() {
 
 cleanup() {
   for s in "${servers[@]}"; do stop_pid "${pid[$s]:-}"; done
-  rm -rf "$work/data-berth" "$work/data-distribution" "$work/static" "$work/dd.tmp" "$work/disk-write.tmp"
+  rm -rf "$work/data-berth" "$work/data-berth-nometrics" "$work/data-distribution" "$work/static" "$work/dd.tmp" "$work/disk-write.tmp"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 port_berth="$("$bench" free-port)"
+port_berth_nometrics="$("$bench" free-port)"
 port_distribution="$("$bench" free-port)"
 port_nginx="$("$bench" free-port)"
 url[berth]="http://127.0.0.1:$port_berth"
+url[berth-nometrics]="http://127.0.0.1:$port_berth_nometrics"
 url[distribution]="http://127.0.0.1:$port_distribution"
 url[nginx]="http://127.0.0.1:$port_nginx"
-mkdir -p "$work/data-berth" "$work/data-distribution" "$work/static/v2" "$work/nginx"
+mkdir -p "$work/data-berth" "$work/data-berth-nometrics" "$work/data-distribution" "$work/static/v2" "$work/nginx"
 
 # Per-request logging is off for both registries: berth --log warn, distribution
 # at level error with its access log disabled. nginx: access_log off.
@@ -144,6 +149,7 @@ NGINX
 server_cmd() {
   case "$1" in
     berth) echo "$bin/berth serve --listen 127.0.0.1:$port_berth --data $work/data-berth --log warn" ;;
+    berth-nometrics) echo "$bin/berth serve --listen 127.0.0.1:$port_berth_nometrics --data $work/data-berth-nometrics --log warn --metrics off" ;;
     distribution) echo "docker-registry serve $work/distribution.yml" ;;
     nginx) echo "nginx -c $work/nginx.conf" ;;
   esac
@@ -199,8 +205,10 @@ for s in "${servers[@]}"; do start_server "$s" 0; done
 # Idle means after start-up work has settled: berth packages its own image in
 # the background right after start (1-4 s here); a request for that image
 # waits until it is ready.
-curl -sf -o /dev/null --max-time 60 -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
-  "${url[berth]}/v2/berth/manifests/latest" || log "berth's self image did not become ready"
+for s in berth berth-nometrics; do
+  curl -sf -o /dev/null --max-time 60 -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
+    "${url[$s]}/v2/berth/manifests/latest" || log "$s: berth's self image did not become ready"
+done
 sleep 3
 for s in "${servers[@]}"; do
   jq -nc --arg s "$s" --argjson k "$(rss_kib "$s" VmRSS)" '{case:"idle RSS", target:$s, round:0, rss_kib:$k}' >>"$results"
@@ -219,6 +227,7 @@ fi
 # name | servers | berth-bench arguments
 cases=(
   "manifest GET c64|berth distribution nginx|--workload pull-manifest -c 64 -d $dur --warmup"
+  "manifest GET c64 metrics on/off|berth berth-nometrics|--workload pull-manifest -c 64 -d $dur --warmup"
   "HEAD tag c64|berth distribution nginx|--workload head-tag -c 64 -d $dur --warmup"
   "1KiB blob GET c64|berth distribution nginx|--workload pull-blob --size 1KiB -c 64 -d $dur --warmup"
   "10MiB blob GET c8|berth distribution nginx|--workload pull-blob --size 10MiB -c 8 -d $dur --warmup"
@@ -248,22 +257,29 @@ fi
 log "preparing pull data (pushed to both registries, written as files for nginx)"
 declare -A prepared=()
 for c in "${cases[@]}"; do
-  IFS='|' read -r name _ args <<<"$c"
+  IFS='|' read -r name targets args <<<"$c"
   case "$args" in *pull-*|*head-tag*) ;; *) continue ;; esac
   args="${args/--warmup/}"
   args="${args/--discard/}"
-  # The discarding pulls read the same data as the copying ones.
-  [ -z "${prepared[$args]:-}" ] || continue
-  prepared[$args]=1
-  # shellcheck disable=SC2086
-  for s in berth distribution; do "$bench" run --url "${url[$s]}" $args --setup-only; done
-  # shellcheck disable=SC2086
-  "$bench" run --url "${url[nginx]}" $args --static-root "$work/static"
+  for s in $targets; do
+    # The discarding pulls read the same data as the copying ones.
+    [ -z "${prepared[$s $args]:-}" ] || continue
+    prepared[$s $args]=1
+    # shellcheck disable=SC2086
+    case "$s" in
+      nginx) "$bench" run --url "${url[nginx]}" $args --static-root "$work/static" ;;
+      *) "$bench" run --url "${url[$s]}" $args --setup-only ;;
+    esac
+  done
 done
 sync
 
-log "disk baseline: new-file write of zeros with fdatasync (dd; zeros may be compressed below the guest)"
+# The disk baseline is for the pushes: only when a push or disk case runs.
+disk_cases=0
+for c in "${cases[@]}"; do case "$c" in *push-*|*"|disk|"*) disk_cases=1 ;; esac; done
+[ "$disk_cases" = 1 ] && log "disk baseline: new-file write of zeros with fdatasync (dd; zeros may be compressed below the guest)"
 for r in $(seq 1 "$rounds"); do
+  [ "$disk_cases" = 1 ] || break
   rm -f "$work/dd.tmp"
   # dd reports "<bytes> bytes (...) copied, <secs> s, <rate>".
   secs="$(LC_ALL=C dd if=/dev/zero of="$work/dd.tmp" bs=1M count=1024 conv=fdatasync 2>&1 |
@@ -277,6 +293,8 @@ log "running ${#cases[@]} workloads x $rounds rounds, interleaved"
 for r in $(seq 1 "$rounds"); do
   for c in "${cases[@]}"; do
     IFS='|' read -r name targets args <<<"$c"
+    # A pair measured against each other takes turns at going first.
+    case "$name" in *"on/off"*) [ $((r % 2)) = 1 ] || targets="$(echo "$targets" | awk '{print $2, $1}')" ;; esac
     if [ "$targets" = disk ]; then
       sync
       # The disk's own rate, in the same rounds as the pushes it is compared with.

@@ -66,6 +66,8 @@ pub struct Registry {
     gate: gc::gate::ReferenceGate,
     /// Held by the running garbage collection pass.
     gc_running: tokio::sync::Mutex<()>,
+    /// Where garbage collection passes are counted, when metrics are on.
+    metrics: Option<Arc<berth_metrics::Metrics>>,
 }
 
 impl Registry {
@@ -78,12 +80,24 @@ impl Registry {
             config,
             gate: gc::gate::ReferenceGate::default(),
             gc_running: tokio::sync::Mutex::new(()),
+            metrics: None,
         }
     }
 
     /// Serves the repositories of `source` (those under its prefix) read-only.
     pub fn add_source(&mut self, source: Arc<dyn ImageSource>) {
         self.sources.push(source);
+    }
+
+    /// Counts garbage collection passes in `metrics`.
+    pub fn set_metrics(&mut self, metrics: Arc<berth_metrics::Metrics>) {
+        self.metrics = Some(metrics);
+    }
+
+    /// Upload sessions open in this process (for the metrics; sessions begun
+    /// before a restart count once a request touches them again).
+    pub fn open_uploads(&self) -> usize {
+        self.uploads.len()
     }
 
     pub fn backend(&self) -> &Arc<dyn Backend> {

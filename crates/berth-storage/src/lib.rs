@@ -8,7 +8,9 @@
 
 pub mod backend;
 pub mod fs;
+pub mod instrumented;
 pub mod layout;
 
 pub use backend::{AppendWriter, Backend, ByteStream, ObjectBody, ObjectMeta, StorageError};
 pub use fs::{DataDirLock, FsBackend, LockError, SyncMode};
+pub use instrumented::Instrumented;

@@ -11,5 +11,6 @@ pub mod export;
 pub mod gc;
 pub mod import;
 pub mod memory;
+pub mod observability;
 mod progress;
 pub mod sbom;

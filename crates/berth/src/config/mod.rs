@@ -44,7 +44,10 @@ use std::path::PathBuf;
 /// print it). A section holds no [`Secret`], only paths of files with secrets.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct Sections {}
+pub struct Sections {
+    /// Webhook endpoints (`[[notifications.endpoints]]`).
+    pub notifications: Option<berth_notify::NotificationsConfig>,
+}
 
 /// A command line with the config file merged in.
 #[derive(Debug)]
