@@ -4,7 +4,10 @@
 # machine's ceiling) on 127.0.0.1. Runs the same berth-bench workloads against
 # each, interleaved (A B C A B C ...) for several rounds, takes medians, samples
 # RSS from /proc, measures exec-to-first-200 on /v2/, and prints one table of
-# ratios. Everything it starts it stops again, by PID.
+# ratios. Everything it starts it stops again, by PID. A second berth with
+# `--metrics off` ("berth-nometrics") gives the cost of the metrics: the
+# "metrics on/off" case runs the same manifest GETs against both, alternating
+# which goes first from round to round.
 #
 #   bench/compare.sh [--rounds N] [--quick] [--no-build] [--out DIR] [--only REGEX]
 #
@@ -72,7 +75,7 @@ results="$out/results.jsonl"
 declare -A pid url extra
 servers=(berth distribution nginx)
 # berth with authentication or TLS (see the top); not in the startup and RSS rows.
-variants=(berth-bearer berth-basic berth-tls)
+variants=(berth-bearer berth-basic berth-tls berth-nometrics)
 
 # Stops a process we started (by PID) and waits until it is gone.
 stop_pid() {
@@ -179,6 +182,7 @@ server_cmd() {
         berth-bearer) a="$a --htpasswd $work/htpasswd --token --token-expiry-secs 86400" ;;
         berth-basic) a="$a --htpasswd $work/htpasswd" ;;
         berth-tls) a="$a --tls-cert $work/tls.pem --tls-key $work/tls.key" ;;
+        berth-nometrics) a="$a --metrics off" ;;
       esac
       echo "$a" ;;
   esac
@@ -255,8 +259,10 @@ extra[berth-tls]="--cacert $work/ca.pem"
 # Idle means after start-up work has settled: berth packages its own image in
 # the background right after start (1-4 s here); a request for that image
 # waits until it is ready.
-curl -sf -o /dev/null --max-time 60 -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
-  "${url[berth]}/v2/berth/manifests/latest" || log "berth's self image did not become ready"
+for s in berth; do
+  curl -sf -o /dev/null --max-time 60 -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
+    "${url[$s]}/v2/berth/manifests/latest" || log "$s: berth's self image did not become ready"
+done
 sleep 3
 for s in "${servers[@]}"; do
   jq -nc --arg s "$s" --argjson k "$(rss_kib "$s" VmRSS)" '{case:"idle RSS", target:$s, round:0, rss_kib:$k}' >>"$results"
@@ -275,6 +281,7 @@ fi
 # name | servers | berth-bench arguments
 cases=(
   "manifest GET c64|berth distribution nginx berth-bearer berth-basic|--workload pull-manifest -c 64 -d $dur --warmup"
+  "manifest GET c64 metrics on/off|berth berth-nometrics|--workload pull-manifest -c 64 -d $dur --warmup"
   "HEAD tag c64|berth distribution nginx|--workload head-tag -c 64 -d $dur --warmup"
   "1KiB blob GET c64|berth distribution nginx|--workload pull-blob --size 1KiB -c 64 -d $dur --warmup"
   "10MiB blob GET c8|berth distribution nginx berth-tls|--workload pull-blob --size 10MiB -c 8 -d $dur --warmup"
@@ -308,21 +315,26 @@ for c in "${cases[@]}"; do
   case "$args" in *pull-*|*head-tag*) ;; *) continue ;; esac
   args="${args/--warmup/}"
   args="${args/--discard/}"
-  # The discarding pulls read the same data as the copying ones.
-  [ -z "${prepared[$args]:-}" ] || continue
-  prepared[$args]=1
   for s in $targets; do
-    [ "$s" != nginx ] || continue
-    # shellcheck disable=SC2086
-    eval "\"\$bench\" run --url \"${url[$s]}\" ${extra[$s]:-} $args --setup-only"
+    # The discarding pulls read the same data as the copying ones.
+    [ -z "${prepared[$s $args]:-}" ] || continue
+    prepared[$s $args]=1
+    case "$s" in
+      # shellcheck disable=SC2086
+      nginx) "$bench" run --url "${url[nginx]}" $args --static-root "$work/static" ;;
+      # (eval: a variant's arguments hold a quoted header value)
+      *) eval "\"\$bench\" run --url \"${url[$s]}\" ${extra[$s]:-} $args --setup-only" ;;
+    esac
   done
-  # shellcheck disable=SC2086
-  "$bench" run --url "${url[nginx]}" $args --static-root "$work/static"
 done
 sync
 
-log "disk baseline: new-file write of zeros with fdatasync (dd; zeros may be compressed below the guest)"
+# The disk baseline is for the pushes: only when a push or disk case runs.
+disk_cases=0
+for c in "${cases[@]}"; do case "$c" in *push-*|*"|disk|"*) disk_cases=1 ;; esac; done
+[ "$disk_cases" = 1 ] && log "disk baseline: new-file write of zeros with fdatasync (dd; zeros may be compressed below the guest)"
 for r in $(seq 1 "$rounds"); do
+  [ "$disk_cases" = 1 ] || break
   rm -f "$work/dd.tmp"
   # dd reports "<bytes> bytes (...) copied, <secs> s, <rate>".
   secs="$(LC_ALL=C dd if=/dev/zero of="$work/dd.tmp" bs=1M count=1024 conv=fdatasync 2>&1 |
@@ -336,6 +348,8 @@ log "running ${#cases[@]} workloads x $rounds rounds, interleaved"
 for r in $(seq 1 "$rounds"); do
   for c in "${cases[@]}"; do
     IFS='|' read -r name targets args <<<"$c"
+    # A pair measured against each other takes turns at going first.
+    case "$name" in *"on/off"*) [ $((r % 2)) = 1 ] || targets="$(echo "$targets" | awk '{print $2, $1}')" ;; esac
     if [ "$targets" = disk ]; then
       sync
       # The disk's own rate, in the same rounds as the pushes it is compared with.

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Prints the comparison table from the JSON lines written by bench/compare.sh:
 # the median over rounds of each metric per server, and the ratios
-# berth/distribution and berth/nginx. "lower" marks metrics where lower is better.
+# berth/distribution and berth/nginx, and for the metrics on/off pair berth
+# against berth --metrics off. "lower" marks metrics where lower is better.
 set -euo pipefail
 results="${1:?usage: table.sh results.jsonl}"
 
@@ -33,7 +34,7 @@ def metrics($c):
   else ["MB/s", "server CPU s/GB (lower)", "server peak RSS MiB (lower)"] end;
 map(norm) as $rows
 | (reduce $rows[].case as $c ([]; if index([$c]) then . else . + [$c] end)) as $cases
-| ["case", "metric", "berth", "distribution", "nginx", "berth/dist", "berth/nginx"],
+| ["case", "metric", "berth", "distribution", "nginx", "berth/dist", "berth/nginx", "metrics off", "on/off"],
   ($cases[] as $c
    | metrics($c)[] as $m
    | ($rows | map(select(.case == $c))) as $r
@@ -41,9 +42,11 @@ map(norm) as $rows
    | ([$r[] | select(.target == $main) | .m[$m]] | median) as $b
    | ([$r[] | select(.target == "distribution") | .m[$m]] | median) as $d
    | ([$r[] | select(.target == "nginx") | .m[$m]] | median) as $n
-   | [$c, $m, ($b | fmt), ($d | fmt), ($n | fmt), ratio($b; $d), ratio($b; $n)]),
+   | ([$r[] | select(.target == "berth-nometrics") | .m[$m]] | median) as $o
+   | [$c, $m, ($b | fmt), ($d | fmt), ($n | fmt), ratio($b; $d), ratio($b; $n), ($o | fmt), ratio($b; $o)]),
   (["berth", "distribution", "nginx"] as $s
-   | ["all workloads", "errors (sum)"] + [$s[] as $x | [$rows[] | select(.target == $x) | .m.errors // 0] | add | tostring] + ["", ""])
+   | ["all workloads", "errors (sum)"] + [$s[] as $x | [$rows[] | select(.target == $x) | .m.errors // 0] | add | tostring] + ["", ""]
+     + [[$rows[] | select(.target == "berth-nometrics") | .m.errors // 0] | add // 0 | tostring, ""])
 | @tsv' "$results" | column -t -s $'\t'
 
 # berth's variants (authentication, TLS), each against plain berth in the same rounds.

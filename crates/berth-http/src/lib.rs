@@ -11,24 +11,29 @@ pub mod auth;
 mod blobs;
 mod body;
 pub mod error;
+mod events;
 mod listing;
 mod manifests;
+mod observe;
 pub mod route;
 mod sendfile;
 mod server;
 mod uploads;
 
-pub use server::{default_max_connections, serve, ClientCertificate, ServerOptions, Timeouts, Tls, TlsError, TlsFiles};
+pub use server::{
+    default_max_connections, serve, serve_metrics, ClientCertificate, ServerOptions, Timeouts, Tls, TlsError, TlsFiles,
+};
 
 use auth::{Auth, Permit};
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
+use berth_registry::sources::SelfImageSource;
 use berth_registry::Registry;
 use error::ApiError;
 use http::request::Parts;
-use http::{HeaderValue, Method};
+use http::{HeaderValue, Method, StatusCode};
 use route::Route;
 use std::sync::Arc;
 
@@ -37,11 +42,26 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     /// Authentication and the access policy; `None`: everyone may do everything.
     pub auth: Option<Arc<Auth>>,
+    /// Where requests are counted; `None`: metrics are off (`--metrics off`).
+    pub metrics: Option<Arc<berth_metrics::Metrics>>,
+    /// Whether this listener answers `/metrics` (not when they have a listener of their own).
+    pub serve_metrics: bool,
+    /// The self image, whose readiness `/readyz` reports; `None` when not served.
+    pub self_image: Option<Arc<SelfImageSource>>,
+    /// Webhook notifications; `None` when no endpoint is configured.
+    pub notifier: Option<Arc<berth_notify::Notifier>>,
 }
 
 impl AppState {
     pub fn new(registry: Arc<Registry>) -> AppState {
-        AppState { registry, auth: None }
+        AppState {
+            registry,
+            auth: None,
+            metrics: None,
+            serve_metrics: true,
+            self_image: None,
+            notifier: None,
+        }
     }
 }
 
@@ -50,10 +70,46 @@ pub fn router(state: AppState) -> Router {
     Router::new().fallback(dispatch).with_state(state)
 }
 
-async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
+/// A router that answers `/metrics` only, for `--metrics-listen`.
+pub fn metrics_router(metrics: Arc<berth_metrics::Metrics>) -> Router {
+    Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let metrics = metrics.clone();
+            async move { observe::metrics_response(&metrics) }
+        }),
+    )
+}
+
+async fn dispatch(State(state): State<AppState>, mut req: Request) -> Response {
     let mut log = access_log::start(&req);
-    let result = match &state.auth {
-        None => handle(&state, req, Permit::unrestricted()).await,
+    let observed = state.metrics.as_ref().map(|m| {
+        let o = observe::Observed::start(m, observe::route_kind(req.uri().path()), req.method());
+        if matches!(*req.method(), Method::PUT | Method::PATCH | Method::POST) {
+            req = o.count_request_body(std::mem::take(&mut req));
+        }
+        o
+    });
+    let answered = observe::answer(&state, req.uri().path(), req.method()).await;
+    let mut resp = match answered {
+        Some(answer) => answer,
+        None => api(&state, req, &mut log).await,
+    };
+    resp.headers_mut().insert(
+        "docker-distribution-api-version",
+        HeaderValue::from_static("registry/2.0"),
+    );
+    let resp = log.finish(resp);
+    match observed {
+        Some(o) => o.finish(resp),
+        None => resp,
+    }
+}
+
+/// The registry API and the token endpoints, behind authentication.
+async fn api(state: &AppState, req: Request, log: &mut access_log::Pending) -> Response {
+    let (req, permit) = match &state.auth {
+        None => (req, Permit::unrestricted()),
         Some(auth) => {
             // Decisions are written down only for the log line.
             let record = access_log::enabled().then(auth::SharedRecord::default);
@@ -61,20 +117,25 @@ async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
                 log.set_auth(r.clone());
             }
             match gate(auth, req, record.as_ref()).await {
-                Gate::Pass(req, permit) => handle(&state, req, permit).await,
-                Gate::Answer(answer) => answer,
+                Gate::Pass(req, permit) => (req, permit),
+                Gate::Answer(answer) => {
+                    let resp = answer.unwrap_or_else(|e| e.into_response());
+                    let status = resp.status();
+                    if let (Some(m), StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) = (&state.metrics, status) {
+                        m.http.auth_failure(status == StatusCode::FORBIDDEN);
+                    }
+                    return resp;
+                }
             }
         }
     };
-    let mut resp = match result {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
-    };
-    resp.headers_mut().insert(
-        "docker-distribution-api-version",
-        HeaderValue::from_static("registry/2.0"),
-    );
-    log.finish(resp)
+    let event = state.notifier.as_ref().and_then(|n| events::pending(n, &req));
+    let actor = event.as_ref().map(|_| permit.user().to_owned());
+    let resp = handle(state, req, permit).await.unwrap_or_else(|e| e.into_response());
+    if let (Some(event), Some(notifier)) = (event, &state.notifier) {
+        event.finish(notifier, &resp, actor.unwrap_or_default());
+    }
+    resp
 }
 
 /// What [`gate`] decided: handle the request with this permit, or answer

@@ -152,10 +152,12 @@ pub async fn put(
     for tag in &extra_tags {
         check_overwrite(reg, permit, &name, tag, &bytes).await?;
     }
+    let size = bytes.len() as u64;
     let put = reg
         .put_manifest(&name, &reference, content_type.as_deref(), bytes, &extra_tags)
         .await?;
     let mut resp = Response::new(Body::empty());
+    resp.extensions_mut().insert(crate::events::PushedSize(size));
     *resp.status_mut() = StatusCode::CREATED;
     let h = resp.headers_mut();
     h.insert(

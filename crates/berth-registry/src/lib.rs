@@ -76,6 +76,8 @@ pub struct Registry {
     tag_writes: tokio::sync::RwLock<()>,
     /// The usage each quota counts.
     quotas: rules::quota::QuotaCounters,
+    /// Where garbage collection passes are counted, when metrics are on.
+    metrics: Option<Arc<berth_metrics::Metrics>>,
 }
 
 impl Registry {
@@ -90,12 +92,24 @@ impl Registry {
             tag_writes: tokio::sync::RwLock::new(()),
             quotas: rules::quota::QuotaCounters::new(config.rules.quotas.len()),
             config,
+            metrics: None,
         }
     }
 
     /// Serves the repositories of `source` (those under its prefix) read-only.
     pub fn add_source(&mut self, source: Arc<dyn ImageSource>) {
         self.sources.push(source);
+    }
+
+    /// Counts garbage collection passes in `metrics`.
+    pub fn set_metrics(&mut self, metrics: Arc<berth_metrics::Metrics>) {
+        self.metrics = Some(metrics);
+    }
+
+    /// Upload sessions open in this process (for the metrics; sessions begun
+    /// before a restart count once a request touches them again).
+    pub fn open_uploads(&self) -> usize {
+        self.uploads.len()
     }
 
     pub fn backend(&self) -> &Arc<dyn Backend> {

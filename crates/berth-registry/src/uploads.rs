@@ -83,6 +83,10 @@ impl UploadTable {
             .clone()
     }
 
+    pub(crate) fn len(&self) -> usize {
+        self.sessions.lock().unwrap().len()
+    }
+
     pub(crate) fn remove(&self, key: &str) {
         self.sessions.lock().unwrap().remove(key);
     }

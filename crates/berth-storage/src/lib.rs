@@ -8,9 +8,11 @@
 
 pub mod backend;
 pub mod fs;
+pub mod instrumented;
 pub mod layout;
 pub mod s3;
 
 pub use backend::{AppendWriter, Backend, ByteStream, ObjectBody, ObjectMeta, StorageError};
 pub use fs::{DataDirLock, FsBackend, LockError, SyncMode};
 pub use s3::{S3Backend, S3Config};
+pub use instrumented::Instrumented;

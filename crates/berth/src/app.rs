@@ -30,6 +30,14 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("listening on {}", args.listen))?;
         let server = start(listener, &args).await?;
+        let server = match args.metrics_listen {
+            Some(addr) => server.with_metrics_listener(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("listening for metrics on {addr}"))?,
+            ),
+            None => server,
+        };
         if let Some(tls) = server.http.tls.clone() {
             tokio::spawn(reload_on_sighup(tls));
         }
@@ -90,6 +98,11 @@ pub struct Server {
     _lock: DataDirLock,
     http: berth_http::ServerOptions,
     tls_reload_interval: Duration,
+    metrics: Option<Arc<berth_metrics::Metrics>>,
+    /// Serves the metrics when they have a listener of their own.
+    metrics_listener: Option<TcpListener>,
+    self_image: Option<Arc<SelfImageSource>>,
+    notifier: Option<Arc<berth_notify::Notifier>>,
 }
 
 /// Builds the registry described by `args` on an already bound listener
@@ -123,7 +136,11 @@ pub async fn start(listener: TcpListener, args: &ServeArgs) -> anyhow::Result<Se
         sweep_temp_files(&sweeper).await;
     });
     let sweeper_for_run = fs_backend.clone();
-    let backend: Arc<dyn Backend> = Arc::new(fs_backend);
+    let metrics = crate::observability::metrics(args);
+    let backend: Arc<dyn Backend> = match &metrics {
+        Some(m) => Arc::new(berth_storage::Instrumented::new(Arc::new(fs_backend), m.clone())),
+        None => Arc::new(fs_backend),
+    };
     let config = RegistryConfig {
         upload_max_age: Duration::from_secs(args.upload_max_age_secs),
         allow_sparse_manifests: args.allow_sparse_manifests,
@@ -133,6 +150,10 @@ pub async fn start(listener: TcpListener, args: &ServeArgs) -> anyhow::Result<Se
         rules: crate::rules::compile(&args.sections)?,
     };
     let mut registry = Registry::new(backend.clone(), config);
+    if let Some(m) = &metrics {
+        registry.set_metrics(m.clone());
+    }
+    let mut served_self_image = None;
     if !args.no_self_image {
         let name: RepoName = args
             .self_name
@@ -141,6 +162,10 @@ pub async fn start(listener: TcpListener, args: &ServeArgs) -> anyhow::Result<Se
         // Packaged in the background: /v2/ answers at once, requests for the self image wait for it.
         let self_image = SelfImageSource::start(name, backend.clone(), vec![crate::sbom::attachment()]);
         registry.add_source(self_image.clone());
+        if let Some(m) = &metrics {
+            crate::observability::watch_self_image(m, &self_image);
+        }
+        served_self_image = Some(self_image.clone());
         // Packaging allocates a few MiB (compression, hashing) that an idle
         // server need not keep.
         tokio::spawn(async move {
@@ -148,12 +173,16 @@ pub async fn start(listener: TcpListener, args: &ServeArgs) -> anyhow::Result<Se
             crate::memory::trim();
         });
     }
-    for source in open_sources(&args.sources, self_name(args)).await? {
+    for source in open_sources(&args.sources, self_name(args), metrics.as_ref()).await? {
         registry.add_source(source);
     }
     let registry = Arc::new(registry);
+    if let Some(m) = &metrics {
+        crate::observability::watch_registry(m, &registry);
+    }
     let auth = crate::auth::build(args)?.map(Arc::new);
     let addr = listener.local_addr()?;
+    let notifier = crate::observability::notifier(args, metrics.as_deref(), addr)?;
     Ok(Server {
         listener,
         registry,
@@ -174,6 +203,10 @@ pub async fn start(listener: TcpListener, args: &ServeArgs) -> anyhow::Result<Se
             tls,
         },
         tls_reload_interval: args.tls_reload_interval,
+        metrics,
+        metrics_listener: None,
+        self_image: served_self_image,
+        notifier,
     })
 }
 
@@ -198,6 +231,7 @@ pub fn validate(args: &ServeArgs) -> anyhow::Result<()> {
     }
     parse_sources(&args.sources, self_name(args))?;
     crate::rules::compile(&args.sections)?;
+    crate::observability::validate(args)?;
     if args.data.exists() && !args.data.is_dir() {
         anyhow::bail!("the data directory {} is not a directory", args.data.display());
     }
@@ -260,8 +294,13 @@ fn parse_sources(specs: &[String], self_name: Option<&str>) -> anyhow::Result<Ve
 /// does not exist or cannot be read, is a configuration error that stops
 /// berth; an archive that exists but is damaged is reported (naming the file
 /// and the problem) and left out, and berth serves everything else.
-async fn open_sources(specs: &[String], self_name: Option<&str>) -> anyhow::Result<Vec<Arc<ArchiveSource>>> {
+async fn open_sources(
+    specs: &[String],
+    self_name: Option<&str>,
+    metrics: Option<&Arc<berth_metrics::Metrics>>,
+) -> anyhow::Result<Vec<Arc<ArchiveSource>>> {
     let parsed = parse_sources(specs, self_name)?;
+    let count = parsed.len();
     let mut opened = Vec::new();
     for (prefix, path) in parsed {
         // Reads tar headers and JSON documents only: quick even for big archives.
@@ -275,10 +314,14 @@ async fn open_sources(specs: &[String], self_name: Option<&str>) -> anyhow::Resu
                     repositories = set.repositories().len(), blobs = set.blob_digests().len(), "serving source");
                 let source = Arc::new(source);
                 let verifying = source.clone();
+                let damaged = metrics.map(|m| m.registry_domain.source_blobs_damaged.clone());
                 // Each blob is hashed before it is first served anyway; hashing
                 // them all now reports a damaged archive without waiting for a pull.
                 tokio::spawn(async move {
                     let failed = verifying.images().verify_all().await;
+                    if let Some(d) = damaged {
+                        d.inc_by(failed.len() as i64);
+                    }
                     if failed.is_empty() {
                         tracing::info!(path = %path.display(), "source verified: every blob matches its digest");
                     } else {
@@ -291,6 +334,10 @@ async fn open_sources(specs: &[String], self_name: Option<&str>) -> anyhow::Resu
             Err(e) => tracing::error!(prefix = %prefix, error = %e, "cannot serve source; serving everything else"),
         }
     }
+    if let Some(m) = metrics {
+        m.registry_domain.sources_serving.set(opened.len() as i64);
+        m.registry_domain.sources_failed.set((count - opened.len()) as i64);
+    }
     Ok(opened)
 }
 
@@ -301,6 +348,17 @@ impl Server {
 
     pub fn registry(&self) -> &Arc<Registry> {
         &self.registry
+    }
+
+    /// The metrics, unless turned off.
+    pub fn metrics(&self) -> Option<&Arc<berth_metrics::Metrics>> {
+        self.metrics.as_ref()
+    }
+
+    /// Serves the metrics on `listener` instead of the main listener.
+    pub fn with_metrics_listener(mut self, listener: TcpListener) -> Server {
+        self.metrics_listener = Some(listener);
+        self
     }
 
     /// Serves until `shutdown` resolves, then finishes in-flight requests.
@@ -316,11 +374,39 @@ impl Server {
             .map(|tls| tokio::spawn(tls.watch(self.tls_reload_interval)));
         let trim = crate::memory::spawn_trim(MEMORY_TRIM_INTERVAL);
         let htpasswd_watch = self.auth.as_ref().map(|a| a.watch_htpasswd());
+        let (metrics_server, metrics_stop) = match (self.metrics_listener, &self.metrics) {
+            (Some(listener), Some(m)) => {
+                let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+                if let Ok(addr) = listener.local_addr() {
+                    tracing::info!(%addr, "serving metrics");
+                }
+                // Plain HTTP: a metrics listener is a private address for the scraper.
+                let options = berth_http::ServerOptions {
+                    tls: None,
+                    ..self.http.clone()
+                };
+                let serve = berth_http::serve_metrics(listener, m.clone(), options, async move {
+                    let _ = stopped.await;
+                });
+                (Some(tokio::spawn(serve)), Some(stop))
+            }
+            _ => (None, None),
+        };
         let state = AppState {
-            registry: self.registry,
+            serve_metrics: metrics_server.is_none(),
+            metrics: self.metrics,
+            self_image: self.self_image,
+            notifier: self.notifier,
             auth: self.auth,
+            ..AppState::new(self.registry)
         };
         let result = berth_http::serve(self.listener, state, self.http, shutdown).await;
+        if let Some(stop) = metrics_stop {
+            let _ = stop.send(());
+        }
+        if let Some(server) = metrics_server {
+            let _ = server.await;
+        }
         if let Some(w) = htpasswd_watch {
             w.abort();
         }

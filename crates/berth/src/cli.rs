@@ -208,6 +208,16 @@ pub struct ServeArgs {
     #[arg(long, env = "BERTH_TLS_RELOAD_INTERVAL", value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub tls_reload_interval: Duration,
 
+    /// Whether to keep Prometheus metrics and serve them at /metrics. `off`
+    /// takes the counting off the request path entirely.
+    #[arg(long, env = "BERTH_METRICS", value_enum, default_value_t = Switch::On)]
+    pub metrics: Switch,
+
+    /// Serve /metrics on this address (plain HTTP) instead of the main
+    /// listener, e.g. `127.0.0.1:9090` to keep them private.
+    #[arg(long, env = "BERTH_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// Serve, read-only under repository prefix PREFIX, the images at PATH: an
     /// OCI image layout directory, an OCI layout tar (skopeo's oci-archive) or a
     /// `docker save` tarball. Repeatable. `alpine:3.19` in the archive becomes

@@ -251,6 +251,12 @@ impl Permit {
         Permit { checked: None }
     }
 
+    /// The signed-in caller's name; empty for anonymous callers and when
+    /// authentication is off.
+    pub(crate) fn user(&self) -> &str {
+        self.checked.as_ref().map_or("", |c| c.caller.name())
+    }
+
     pub(crate) fn is_unrestricted(&self) -> bool {
         self.checked.is_none()
     }

@@ -81,6 +81,17 @@ pub async fn serve(
     serve_router(listener, crate::router(state), options, shutdown).await
 }
 
+/// Serves only `/metrics` on `listener` (`--metrics-listen`), with the same
+/// connection handling as the API.
+pub async fn serve_metrics(
+    listener: TcpListener,
+    metrics: Arc<berth_metrics::Metrics>,
+    options: ServerOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    serve_router(listener, crate::metrics_router(metrics), options, shutdown).await
+}
+
 /// [`serve`] with any router (tests give one that shows what a handler sees).
 async fn serve_router(
     listener: TcpListener,

@@ -139,6 +139,20 @@ impl Registry {
     /// Runs one garbage collection pass. Passes do not overlap: a second
     /// caller waits for the running one.
     pub async fn collect_garbage(&self, opts: &GcOptions) -> Result<GcReport> {
+        let result = self.gc_pass(opts).await;
+        if let (Some(m), false) = (&self.metrics, opts.dry_run) {
+            let report = result.as_ref().ok();
+            m.registry_domain.gc_pass(
+                report.is_some(),
+                report.map_or(0, |r| r.bytes_freed),
+                report.map_or(0, |r| r.blobs_deleted as u64),
+                report.map_or(0, |r| r.manifests_deleted as u64),
+            );
+        }
+        result
+    }
+
+    async fn gc_pass(&self, opts: &GcOptions) -> Result<GcReport> {
         let _one_at_a_time = self.gc_running.lock().await;
         let started = Instant::now();
         let now = SystemTime::now();

@@ -58,6 +58,8 @@ pub struct Sections {
     /// `[[quota]]`: bytes a set of repositories may hold.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub quota: Vec<crate::rules::QuotaSection>,
+    /// Webhook endpoints (`[[notifications.endpoints]]`).
+    pub notifications: Option<berth_notify::NotificationsConfig>,
 }
 
 /// A command line with the config file merged in.

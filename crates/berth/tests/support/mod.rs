@@ -44,6 +44,23 @@ impl TestServer {
         Self::spawn(args, data, dir)
     }
 
+    /// Starts berth with a config file holding `config` (for `[sections]`,
+    /// which have no flags), a fresh data directory and extra arguments.
+    pub fn start_with_config(config: &str, extra: &[&str]) -> TestServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = write_config(dir.path(), config);
+        let data = dir.path().join("data");
+        let mut argv: Vec<String> = vec!["berth".into(), "serve".into(), "--listen".into(), "127.0.0.1:0".into()];
+        argv.extend(["--data".into(), data.display().to_string()]);
+        argv.extend(["--config".into(), file.display().to_string()]);
+        argv.extend(extra.iter().map(|s| s.to_string()));
+        let (cli, _) = berth::config::parse_cli(&argv).expect("valid test configuration");
+        let Command::Serve(args) = cli.command else {
+            panic!("not a serve command")
+        };
+        Self::spawn(args, data, Some(dir))
+    }
+
     fn spawn(args: ServeArgs, data: PathBuf, dir: Option<tempfile::TempDir>) -> TestServer {
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
