@@ -8,6 +8,7 @@
 //! read-only sources refuse writes.
 
 mod blobs;
+pub mod browse;
 mod catalog;
 mod error;
 pub mod gc;
@@ -66,6 +67,8 @@ pub struct Registry {
     gate: gc::gate::ReferenceGate,
     /// Held by the running garbage collection pass.
     gc_running: tokio::sync::Mutex<()>,
+    /// Manifest summaries for browsing, by digest.
+    summaries: browse::SummaryCache,
 }
 
 impl Registry {
@@ -78,6 +81,7 @@ impl Registry {
             config,
             gate: gc::gate::ReferenceGate::default(),
             gc_running: tokio::sync::Mutex::new(()),
+            summaries: browse::SummaryCache::default(),
         }
     }
 
@@ -101,6 +105,11 @@ impl Registry {
             delete_untagged_after: self.config.delete_untagged_after,
             dry_run,
         }
+    }
+
+    /// Whether `name` is served from a read-only source (nothing there can change).
+    pub fn is_read_only(&self, name: &RepoName) -> bool {
+        self.source_for(name).is_some()
     }
 
     /// The read-only source that owns `name`, if any.

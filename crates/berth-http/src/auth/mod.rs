@@ -236,6 +236,12 @@ impl Permit {
         self.checked.is_none()
     }
 
+    /// The signed-in user (or a token's subject); `None` when anonymous or without auth.
+    pub(crate) fn user(&self) -> Option<&str> {
+        let c = self.checked.as_ref()?;
+        Some(c.caller.name()).filter(|n| !n.is_empty())
+    }
+
     /// Whether the caller sees `repository` in the catalog (it may pull there).
     pub(crate) fn lists(&self, repository: &str) -> bool {
         let Some(c) = &self.checked else { return true };
