@@ -7,7 +7,9 @@
 mod conformance_common;
 mod support;
 
-use conformance_common::{artifact_manifest, descriptor, json_body, sha256, Client, OCI_CONFIG, OCI_INDEX, OCI_MANIFEST};
+use conformance_common::{
+    artifact_manifest, descriptor, json_body, sha256, Client, OCI_CONFIG, OCI_INDEX, OCI_MANIFEST,
+};
 use fantoccini::Locator;
 use reqwest::StatusCode;
 use serde_json::json;
