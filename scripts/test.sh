@@ -13,7 +13,8 @@ log() { printf '\n== %s\n' "$*"; }
 # docker-registry is CNCF distribution, the reference the compatibility tests
 # serve berth's data directory with (and the reverse). podman needs no setup
 # beyond its package: the tests give it its own vfs storage in a temp dir.
-apt_packages=(docker.io skopeo podman busybox-static docker-registry ca-certificates curl python3-venv)
+# chromium and chromium-driver run the web page's browser tests (web_page.rs).
+apt_packages=(docker.io skopeo podman busybox-static docker-registry ca-certificates curl python3-venv chromium chromium-driver)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -73,6 +74,8 @@ docker version --format 'docker client {{.Client.Version}}, engine {{.Server.Ver
 skopeo --version
 podman --version
 docker-registry --version
+chromium --version
+chromedriver --version
 
 log "cargo fmt --check"
 cargo fmt --all -- --check

@@ -10,6 +10,7 @@ mod admin;
 pub mod auth;
 mod blobs;
 mod body;
+mod browse;
 pub mod error;
 mod events;
 mod listing;
@@ -18,6 +19,7 @@ mod observe;
 pub mod route;
 mod sendfile;
 mod server;
+mod ui;
 mod uploads;
 
 pub use server::{
@@ -151,6 +153,14 @@ enum Gate {
 async fn gate(auth: &Arc<Auth>, req: Request, record: Option<&auth::SharedRecord>) -> Gate {
     let (parts, body) = req.into_parts();
     match parts.uri.path() {
+        p if ui::is_page(p) => return Gate::Answer(Ok(ui::serve(p, &parts.method))),
+        p if p.starts_with(browse::PREFIX) => {
+            // Identifies the caller; the browse handlers decide per repository.
+            return match auth.authorize(&parts, auth::Need::Catalog, record).await {
+                Ok(permit) => Gate::Pass(Request::from_parts(parts, body), permit),
+                Err(e) => Gate::Answer(Err(browse::without_challenge(e))),
+            };
+        }
         "/token" => {
             let answer = Box::pin(auth.token_endpoint(&parts, body, record)).await;
             return Gate::Answer(answer.unwrap_or_else(|| Err(ApiError::not_found_route())));
@@ -178,6 +188,12 @@ async fn gate(auth: &Arc<Auth>, req: Request, record: Option<&auth::SharedRecord
 async fn handle(state: &AppState, req: Request, permit: Permit) -> Result<Response, ApiError> {
     let (req, body) = req.into_parts();
     let path = req.uri.path().to_owned();
+    if ui::is_page(&path) {
+        return Ok(ui::serve(&path, &req.method));
+    }
+    if path.starts_with(browse::PREFIX) {
+        return browse::handle(&state.registry, &req, &permit).await;
+    }
     if path.starts_with("/berth/") {
         if let Some(answer) = admin::handle(&state.registry, &path, &req.method).await {
             return answer;

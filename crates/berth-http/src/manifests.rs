@@ -19,7 +19,7 @@ pub(crate) fn parse_name(name: &str) -> Result<RepoName, ApiError> {
 }
 
 /// The reference of a PUT: a malformed tag is TAG_INVALID (400).
-fn parse_reference(reference: &str) -> Result<Reference, ApiError> {
+pub(crate) fn parse_reference(reference: &str) -> Result<Reference, ApiError> {
     reference.parse::<Reference>().map_err(|e| {
         let e = match e {
             ReferenceError::Digest(d) => RegistryError::DigestInvalid(d),

@@ -8,6 +8,7 @@
 //! read-only sources refuse writes.
 
 mod blobs;
+pub mod browse;
 mod catalog;
 mod error;
 pub mod gc;
@@ -78,6 +79,8 @@ pub struct Registry {
     quotas: rules::quota::QuotaCounters,
     /// Where garbage collection passes are counted, when metrics are on.
     metrics: Option<Arc<berth_metrics::Metrics>>,
+    /// Manifest summaries for browsing, by digest.
+    summaries: browse::SummaryCache,
 }
 
 impl Registry {
@@ -93,6 +96,7 @@ impl Registry {
             quotas: rules::quota::QuotaCounters::new(config.rules.quotas.len()),
             config,
             metrics: None,
+            summaries: browse::SummaryCache::default(),
         }
     }
 
@@ -128,6 +132,11 @@ impl Registry {
             dry_run,
             progress: None,
         }
+    }
+
+    /// Whether `name` is served from a read-only source (nothing there can change).
+    pub fn is_read_only(&self, name: &RepoName) -> bool {
+        self.source_for(name).is_some()
     }
 
     /// The read-only source that owns `name`, if any.

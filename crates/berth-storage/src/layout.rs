@@ -147,6 +147,11 @@ pub fn legacy_upload_started_at(name: &RepoName, id: &str) -> String {
     format!("{ROOT}/repositories/{name}/_uploads/{id}/startedat")
 }
 
+/// `<alg>/<subject hex>/` below it: every subject of `name` that has referrers.
+pub fn referrers_root(name: &RepoName) -> String {
+    format!("{BERTH_ROOT}/repositories/{name}/_referrers")
+}
+
 pub fn referrers_dir(name: &RepoName, subject: &Digest) -> String {
     format!(
         "{BERTH_ROOT}/repositories/{name}/_referrers/{}/{}",

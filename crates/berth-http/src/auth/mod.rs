@@ -266,9 +266,10 @@ impl Permit {
         self.checked.as_ref().is_none_or(|c| c.auth.is_admin(&c.caller))
     }
 
-    /// The caller's user name; empty when anonymous or without auth.
-    pub fn user(&self) -> &str {
-        self.checked.as_ref().map_or("", |c| c.caller.name())
+    /// The signed-in user (or a token's subject); `None` when anonymous or without auth.
+    pub(crate) fn user(&self) -> Option<&str> {
+        let c = self.checked.as_ref()?;
+        Some(c.caller.name()).filter(|n| !n.is_empty())
     }
 
     /// Whether the caller sees `repository` in the catalog (it may pull there).

@@ -104,7 +104,7 @@ async fn client_certificates_name_users_when_enabled() {
         )
         .await
         .unwrap();
-    assert_eq!(permit.user(), "carol");
+    assert_eq!(permit.user(), Some("carol"));
     // Someone else's certificate does not get carol's rights.
     let e = auth
         .authorize(

@@ -263,6 +263,7 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 pub mod admin;
 pub mod auth;
 pub mod containerd;
+pub mod browser;
 pub mod images;
 pub mod tls;
 pub mod tools;
