@@ -132,7 +132,7 @@ async fn api(state: &AppState, req: Request, log: &mut access_log::Pending) -> R
         }
     };
     let event = state.notifier.as_ref().and_then(|n| events::pending(n, &req));
-    let actor = event.as_ref().map(|_| permit.user().to_owned());
+    let actor = event.as_ref().map(|_| permit.user().unwrap_or_default().to_owned());
     let resp = handle(state, req, permit).await.unwrap_or_else(|e| e.into_response());
     if let (Some(event), Some(notifier)) = (event, &state.notifier) {
         event.finish(notifier, &resp, actor.unwrap_or_default());

@@ -265,6 +265,11 @@ pub async fn cancel(reg: &Registry, name: &str, id: &str) -> Result<Response, Ap
     Ok(resp)
 }
 
+/// The body size the client announced.
+fn content_length(req: &Request) -> Option<u64> {
+    header_str(req, header::CONTENT_LENGTH).and_then(|l| l.parse::<u64>().ok())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -274,9 +279,4 @@ mod tests {
         assert_eq!(range_value(0), "0-0");
         assert_eq!(range_value(10), "0-9");
     }
-}
-
-/// The body size the client announced.
-fn content_length(req: &Request) -> Option<u64> {
-    header_str(req, header::CONTENT_LENGTH).and_then(|l| l.parse::<u64>().ok())
 }

@@ -14,5 +14,5 @@ pub mod s3;
 
 pub use backend::{AppendWriter, Backend, ByteStream, ObjectBody, ObjectMeta, StorageError};
 pub use fs::{DataDirLock, FsBackend, LockError, SyncMode};
-pub use s3::{S3Backend, S3Config};
 pub use instrumented::Instrumented;
+pub use s3::{S3Backend, S3Config};

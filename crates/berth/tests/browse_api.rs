@@ -101,6 +101,7 @@ async fn browse_answers_for_pushed_images() {
     assert!(artifact.get("config").is_none());
 
     // Bad input: the spec's errors, never a 500.
+    let c = &c;
     let bad = |p: &'static str| async move { c.get(&format!("/berth/v1/browse/{p}")).await };
     assert_error(bad("repository").await, 400, "UNSUPPORTED").await;
     assert_error(bad("repository?name=Bad..Name").await, 400, "NAME_INVALID").await;

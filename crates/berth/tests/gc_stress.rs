@@ -68,7 +68,8 @@ struct PushedImage {
 
 fn image(rng: &mut Rng, shared: &[Blob]) -> PushedImage {
     let config = Blob::new(format!("{{\"n\":{}}}", rng.next()).into_bytes());
-    let own = Blob::new(rng.bytes(1024 + rng.below(64 * 1024) as usize));
+    let len = 1024 + rng.below(64 * 1024) as usize;
+    let own = Blob::new(rng.bytes(len));
     let a = shared[rng.below(shared.len() as u64) as usize].clone();
     let b = shared[rng.below(shared.len() as u64) as usize].clone();
     let mut layers = vec![a, own];
@@ -331,7 +332,10 @@ fn pushes_survive_a_looping_collector_and_kill_9_and_garbage_is_gone_at_the_end(
     let mut rng = Rng(seed);
     let shared: Arc<Vec<Blob>> = Arc::new(
         (0..SHARED_LAYERS)
-            .map(|_| Blob::new(rng.bytes(4096 + rng.below(128 * 1024) as usize)))
+            .map(|_| {
+                let len = 4096 + rng.below(128 * 1024) as usize;
+                Blob::new(rng.bytes(len))
+            })
             .collect(),
     );
     let stop = Arc::new(AtomicBool::new(false));

@@ -227,7 +227,7 @@ async fn the_page_in_a_real_browser() {
         .await
         .unwrap();
     b.wait_for("#layers tr.layer").await;
-    assert_eq!(b.texts("#image-digest").await, [app.digest.clone()]);
+    assert_eq!(b.texts("#image-digest").await, std::slice::from_ref(&app.digest));
     assert_eq!(b.attr("#image-size", "data-bytes").await.unwrap(), app.size.to_string());
     let mut layer_sizes = Vec::new();
     for cell in b.client.find_all(Locator::Css("#layers td[data-bytes]")).await.unwrap() {

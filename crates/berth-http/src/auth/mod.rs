@@ -194,7 +194,7 @@ pub(crate) enum Need<'a> {
 /// decide per repository with the [`Permit`] in their handlers.
 pub(crate) fn need_berth_api(path: &str) -> Need<'static> {
     match path {
-        "/berth/v1/gc" => Need::Admin,
+        "/berth/v1/gc" | "/berth/v1/usage" => Need::Admin,
         _ => Need::Nothing,
     }
 }
@@ -249,12 +249,6 @@ impl Permit {
     /// No authorization configured: everything is allowed, nothing is recorded.
     pub fn unrestricted() -> Permit {
         Permit { checked: None }
-    }
-
-    /// The signed-in caller's name; empty for anonymous callers and when
-    /// authentication is off.
-    pub(crate) fn user(&self) -> &str {
-        self.checked.as_ref().map_or("", |c| c.caller.name())
     }
 
     pub(crate) fn is_unrestricted(&self) -> bool {

@@ -262,8 +262,8 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 
 pub mod admin;
 pub mod auth;
-pub mod containerd;
 pub mod browser;
+pub mod containerd;
 pub mod images;
 pub mod tls;
 pub mod tools;
