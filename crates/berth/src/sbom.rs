@@ -137,7 +137,7 @@ mod tests {
         assert_eq!(find(&doc, "serde_derive").unwrap()["scope"], "excluded");
         // Not compiled in: berth's dev-dependencies, another workspace binary,
         // crates only other platforms use, build-dependencies.
-        for name in ["reqwest", "tempfile", "berth-bench", "windows-sys", "cc"] {
+        for name in ["fantoccini", "tempfile", "berth-bench", "windows-sys", "cc"] {
             assert!(find(&doc, name).is_none(), "{name} is not in the binary");
         }
 

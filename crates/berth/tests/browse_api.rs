@@ -56,8 +56,8 @@ async fn browse_answers_for_pushed_images() {
     let alpha = &all["repositories"][0];
     assert_eq!(alpha["tags"], 3);
     assert!(alpha["last_push"].as_u64().unwrap() > 1_700_000_000);
-    // config ({"architecture":"amd64","os":"linux","seed":8}) + data(8, 1008)
-    let v2_size = 44 + 1008;
+    // config ({"architecture":"amd64","os":"linux","seed":8}: 46 bytes) + data(8, 1008)
+    let v2_size = 46 + 1008;
     assert_eq!(alpha["size"], v2_size);
     let page = browse(&c, "repositories?n=2&offset=1").await;
     assert_eq!(page["total"], 4);
@@ -152,6 +152,8 @@ const USERS: &[(&str, &str)] = &[("alice", "wonderland"), ("bob", "bu1lder-pw"),
 /// Anonymous pull of public/**; bob pulls and pushes team/** but may not
 /// delete; alice may delete there too; carol may nothing there.
 const POLICY: &str = r#"
+default = []
+
 [[access]]
 repository = "public/**"
 anonymous = ["pull"]

@@ -83,6 +83,14 @@ impl Target {
             OpenOptions::new().write(true).open(&path)
         };
         let mut file = file.map_err(|e| StorageError::io(key, e))?;
+        // One writer at a time: a writer dropped mid-append (a client gone
+        // mid-PATCH) still has its batch in flight on a blocking thread, and
+        // the next writer must see the size after it, not write over it. The
+        // lock goes with the descriptor, when that batch's thread is done.
+        // SAFETY: flock on a descriptor this function owns.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(StorageError::io(key, io::Error::last_os_error()));
+        }
         let actual = file.metadata().map_err(|e| StorageError::io(key, e))?.len();
         if actual != offset {
             return Err(StorageError::OffsetMismatch {

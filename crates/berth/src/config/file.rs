@@ -79,8 +79,11 @@ impl ConfigFile {
             let name: &str = key.get_ref();
             let at = self.at(key.span().start);
             if sections.contains(&name) {
-                if !value.get_ref().is_table() {
-                    bail!("{at}: `{name}` is a section: write it as [{name}]");
+                // `[name]`, or `[[name]]` for a section that is a list of tables.
+                let v = value.get_ref();
+                let tables = v.is_table() || v.as_array().is_some_and(|a| a.iter().all(|t| t.get_ref().is_table()));
+                if !tables {
+                    bail!("{at}: `{name}` is a section: write it as [{name}] (or [[{name}]] for a list)");
                 }
                 continue;
             }

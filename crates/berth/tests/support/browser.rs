@@ -95,18 +95,34 @@ impl Browser {
         }
     }
 
-    /// Texts of every element matching `css`.
+    /// Texts of every element matching `css`, read in one script run: the
+    /// page may re-render between WebDriver calls, which makes element
+    /// references taken earlier stale.
     pub async fn texts(&self, css: &str) -> Vec<String> {
-        let mut out = Vec::new();
-        for e in self.client.find_all(Locator::Css(css)).await.unwrap() {
-            out.push(e.text().await.unwrap());
-        }
-        out
+        let v = self
+            .client
+            .execute(
+                "return Array.from(document.querySelectorAll(arguments[0])).map((e) => e.innerText.trim());",
+                vec![css.into()],
+            )
+            .await
+            .unwrap();
+        serde_json::from_value(v).unwrap()
     }
 
+    /// Attribute `name` of the first element matching `css` (which must exist).
     pub async fn attr(&self, css: &str, name: &str) -> Option<String> {
-        let e = self.client.find(Locator::Css(css)).await.unwrap();
-        e.attr(name).await.unwrap()
+        let v = self
+            .client
+            .execute(
+                "const e = document.querySelector(arguments[0]); \
+                 if (!e) { throw new Error('no element ' + arguments[0]); } \
+                 return e.getAttribute(arguments[1]);",
+                vec![css.into(), name.into()],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{css}[{name}]: {e}"));
+        serde_json::from_value(v).unwrap()
     }
 
     /// Saves a PNG of the window. Into docs/screenshots/ when

@@ -147,7 +147,7 @@ function show(token, title, ...nodes) {
   if (token !== routing) return;
   document.title = title ? `${title} · berth` : "berth";
   const m = main();
-  m.replaceChildren(...nodes.flat().filter(Boolean));
+  m.replaceChildren(...nodes.flat(Infinity).filter(Boolean));
 }
 
 function showError(e) {
