@@ -13,6 +13,7 @@ mod body;
 pub mod error;
 mod listing;
 mod manifests;
+mod mirror_ns;
 pub mod route;
 mod sendfile;
 mod server;
@@ -50,7 +51,10 @@ pub fn router(state: AppState) -> Router {
     Router::new().fallback(dispatch).with_state(state)
 }
 
-async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
+async fn dispatch(State(state): State<AppState>, mut req: Request) -> Response {
+    if let Some(uri) = mirror_ns::rewrite(req.uri(), &state.registry) {
+        *req.uri_mut() = uri;
+    }
     let mut log = access_log::start(&req);
     let result = match &state.auth {
         None => handle(&state, req, Permit::unrestricted()).await,

@@ -12,6 +12,7 @@ mod catalog;
 mod error;
 pub mod gc;
 mod manifests;
+pub mod proxy;
 pub mod source;
 pub mod sources;
 mod uploads;
@@ -20,6 +21,7 @@ pub use blobs::BlobContent;
 pub use error::{RegistryError, Result};
 pub use gc::{GcOptions, GcReport};
 pub use manifests::{ManifestContent, PutManifest};
+pub use proxy::{Credentials, UpstreamConfig};
 pub use source::ImageSource;
 pub use uploads::UploadStatus;
 
@@ -59,6 +61,8 @@ impl Default for RegistryConfig {
 pub struct Registry {
     backend: Arc<dyn Backend>,
     sources: Vec<Arc<dyn ImageSource>>,
+    /// Upstream registries mirrored under their prefixes (see [`proxy`]).
+    mirrors: Vec<Arc<proxy::Mirror>>,
     uploads: uploads::UploadTable,
     manifest_cache: manifests::ManifestCache,
     config: RegistryConfig,
@@ -73,6 +77,7 @@ impl Registry {
         Registry {
             backend,
             sources: Vec::new(),
+            mirrors: Vec::new(),
             uploads: uploads::UploadTable::default(),
             manifest_cache: manifests::ManifestCache::default(),
             config,
@@ -118,8 +123,9 @@ impl Registry {
         self.ensure_writable(name)
     }
 
-    /// Refuses writes to repositories served from a read-only source.
+    /// Refuses writes to repositories served from a read-only source or mirrored from an upstream.
     fn ensure_writable(&self, name: &RepoName) -> Result<()> {
+        self.ensure_not_mirrored(name)?;
         match self.source_for(name) {
             Some(s) => Err(RegistryError::Denied(format!(
                 "repository {name} is served read-only from {}; push to another name",

@@ -150,6 +150,13 @@ pub async fn start(listener: TcpListener, args: &ServeArgs) -> anyhow::Result<Se
     for source in open_sources(&args.sources, self_name(args)).await? {
         registry.add_source(source);
     }
+    for upstream in crate::config::upstream::upstreams(args)? {
+        let prefix = upstream.prefix.clone();
+        registry
+            .add_upstream(upstream)
+            .map_err(anyhow::Error::msg)
+            .with_context(|| format!("upstream {prefix}"))?;
+    }
     let registry = Arc::new(registry);
     let auth = crate::auth::build(args)?.map(Arc::new);
     let addr = listener.local_addr()?;

@@ -20,6 +20,7 @@
 mod effective;
 mod file;
 pub mod secret;
+pub mod upstream;
 
 pub use effective::{Effective, Entry, Origin};
 pub use file::ConfigFile;
@@ -44,7 +45,11 @@ use std::path::PathBuf;
 /// print it). A section holds no [`Secret`], only paths of files with secrets.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct Sections {}
+pub struct Sections {
+    /// `[[upstream]]`: mirrored upstream registries.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub upstream: Vec<upstream::UpstreamSection>,
+}
 
 /// A command line with the config file merged in.
 #[derive(Debug)]

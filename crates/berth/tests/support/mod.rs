@@ -244,6 +244,7 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 }
 
 pub mod auth;
+pub mod distribution;
 pub mod images;
 pub mod tls;
 pub mod tools;
