@@ -6,13 +6,9 @@
 mod support;
 
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 use support::distribution::Distribution;
 use support::images::{layout_blob, layout_ref, sha256_digest, unique, Image, Index, OciLayout};
 use support::tools::{berth, http_get, skopeo, skopeo_copy, skopeo_raw};
-use support::wait_until;
 
 /// What both directions push and then expect to read back.
 struct Fixture {

@@ -448,7 +448,7 @@ fn ctr_pulls_through_a_hosts_toml_mirror_with_ns() {
     let image = format!("docker.io/library/{name}:v1");
     let ctr = |args: &[&str]| {
         support::tools::tool("ctr")
-            .args(["--address", CONTAINERD, "--namespace", &namespace])
+            .args(["--address", CONTAINERD, "--namespace", namespace.as_str()])
             .args(args)
             .timeout(Duration::from_secs(120))
     };
@@ -481,17 +481,17 @@ impl Dockerd {
         std::fs::write(dir.path().join("daemon.json"), daemon_json).unwrap();
         let socket = p("docker.sock");
         let log = std::fs::File::create(dir.path().join("dockerd.log")).unwrap();
-        let child = std::process::Command::new("dockerd")
-            .args(["--config-file", &p("daemon.json")])
-            .args([
-                "--data-root",
-                &p("data"),
-                "--exec-root",
-                &p("exec"),
-                "--pidfile",
-                &p("docker.pid"),
-            ])
-            .args(["-H", &format!("unix://{socket}")])
+        let mut cmd = std::process::Command::new("dockerd");
+        for (flag, value) in [
+            ("--config-file", p("daemon.json")),
+            ("--data-root", p("data")),
+            ("--exec-root", p("exec")),
+            ("--pidfile", p("docker.pid")),
+            ("-H", format!("unix://{socket}")),
+        ] {
+            cmd.arg(flag).arg(value);
+        }
+        let child = cmd
             .args(["--bridge", "none", "--iptables=false", "--ip-masq=false"])
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -505,7 +505,8 @@ impl Dockerd {
 
     fn docker(&self, args: &[&str]) -> support::tools::Tool {
         support::tools::tool("docker")
-            .args(["-H", &format!("unix://{}", self.socket)])
+            .arg("-H")
+            .arg(format!("unix://{}", self.socket))
             .args(args)
             .timeout(Duration::from_secs(180))
     }
