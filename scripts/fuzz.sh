@@ -18,7 +18,7 @@ export PATH="$HOME/.cargo/bin:$PATH"
 
 seconds="${FUZZ_SECONDS:-20}"
 sanitizer="${FUZZ_SANITIZER:-none}"
-targets=(route reference digest range manifest tar_index auth_header scope htpasswd token)
+targets=(route reference digest range manifest tar_index auth_header scope htpasswd token upstream_challenge augment_rewrite)
 if (($#)); then targets=("$@"); fi
 
 # cargo-fuzz needs a nightly compiler; without one, stable's compiler is told

@@ -30,6 +30,19 @@ pub async fn get(reg: &Registry, name: &str, digest: &str, req: &Request, head: 
         }
     };
     let blob = reg.get_blob(&name, &digest, range, head).await?;
+    if let Some(location) = blob.redirect {
+        // A mirror that leaves blobs at its upstream (distribution's own blob redirects look the same).
+        let location = HeaderValue::from_str(&location)
+            .map_err(|_| RegistryError::Upstream("the upstream's blob location is not a valid header".into()))?;
+        let mut resp = Response::new(Body::empty());
+        *resp.status_mut() = StatusCode::TEMPORARY_REDIRECT;
+        resp.headers_mut().insert(header::LOCATION, location);
+        resp.headers_mut().insert(
+            "docker-content-digest",
+            HeaderValue::from_str(&digest.to_string()).expect("ascii"),
+        );
+        return Ok(resp);
+    }
     let len = blob.range.end - blob.range.start;
     let mut resp = match blob.body {
         Some(body) => Response::new(response_body(body)),

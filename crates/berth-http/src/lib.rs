@@ -15,6 +15,7 @@ pub mod error;
 mod events;
 mod listing;
 mod manifests;
+mod mirror_ns;
 mod observe;
 pub mod route;
 mod sendfile;
@@ -84,6 +85,9 @@ pub fn metrics_router(metrics: Arc<berth_metrics::Metrics>) -> Router {
 }
 
 async fn dispatch(State(state): State<AppState>, mut req: Request) -> Response {
+    if let Some(uri) = mirror_ns::rewrite(req.uri(), &state.registry) {
+        *req.uri_mut() = uri;
+    }
     let mut log = access_log::start(&req);
     let observed = state.metrics.as_ref().map(|m| {
         let o = observe::Observed::start(m, observe::route_kind(req.uri().path()), req.method());
@@ -194,11 +198,14 @@ async fn handle(state: &AppState, req: Request, permit: Permit) -> Result<Respon
     if path.starts_with(browse::PREFIX) {
         return browse::handle(&state.registry, &req, &permit).await;
     }
-    if path.starts_with("/berth/") {
-        if let Some(answer) = admin::handle(&state.registry, &path, &req.method).await {
-            return answer;
+    let body = if path.starts_with("/berth/") {
+        match admin::handle(&state.registry, &req, body).await {
+            Some(answer) => return answer,
+            None => return Err(ApiError::not_found_route()),
         }
-    }
+    } else {
+        body
+    };
     let route = route::parse(&path).ok_or_else(ApiError::not_found_route)?;
     let reg = &state.registry;
     let method = req.method.clone();

@@ -15,6 +15,9 @@ pub struct BlobContent {
     pub range: Range<u64>,
     /// `None` for HEAD-style lookups that do not need the bytes.
     pub body: Option<ObjectBody>,
+    /// Fetch the blob from this URL instead (a mirror that redirects to its
+    /// upstream); `size`, `range` and `body` are then empty.
+    pub redirect: Option<String>,
 }
 
 impl Registry {
@@ -49,6 +52,23 @@ impl Registry {
             }
             return Ok(content);
         }
+        if let Some(a) = self.augmented_for_read(name).await? {
+            return self.augmented_blob(&a, digest, range, head_only).await;
+        }
+        if let Some(p) = self.proxied_for_read(name).await? {
+            return self.proxied_blob(&p, digest, range, head_only).await;
+        }
+        self.local_blob(name, digest, range, head_only).await
+    }
+
+    /// A blob of a repository in storage (pushed, mounted, or cached from an upstream).
+    pub(crate) async fn local_blob(
+        &self,
+        name: &RepoName,
+        digest: &Digest,
+        range: Option<ByteRange>,
+        head_only: bool,
+    ) -> Result<BlobContent> {
         // Being deleted by the garbage collector: unknown already, so that a
         // pusher checking for it uploads it again.
         if self.gate.is_deleting(digest) || !self.blob_linked(name, digest).await? {
@@ -77,7 +97,12 @@ impl Registry {
                 Err(e) => return Err(e.into()),
             }
         };
-        Ok(BlobContent { size, range, body })
+        Ok(BlobContent {
+            size,
+            range,
+            body,
+            redirect: None,
+        })
     }
 
     /// Makes a blob readable from `name` without copying it: from repository

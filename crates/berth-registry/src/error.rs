@@ -43,6 +43,14 @@ pub enum RegistryError {
     /// Reading the request body failed (the client went away or sent garbage).
     #[error("reading the request body failed: {0}")]
     Body(std::io::Error),
+    /// An augmentation that cannot be defined, or a base image it cannot be
+    /// applied to (an artifact, a config that is not JSON).
+    #[error("{0}")]
+    Augmentation(String),
+    /// An upstream registry of the mirror could not give what was asked
+    /// (down, failing, refusing berth, or sending wrong bytes).
+    #[error("upstream registry: {0}")]
+    Upstream(String),
     #[error("storage failed: {0}")]
     Storage(#[from] StorageError),
 }

@@ -7,21 +7,25 @@
 //! must reference content the repository holds, tags move atomically, and
 //! read-only sources refuse writes.
 
+pub mod augment;
 mod blobs;
 pub mod browse;
 mod catalog;
 mod error;
 pub mod gc;
 mod manifests;
+pub mod proxy;
 pub mod rules;
 pub mod source;
 pub mod sources;
 mod uploads;
 
+pub use augment::{Augmentation, InjectedLayer};
 pub use blobs::BlobContent;
 pub use error::{RegistryError, Result};
 pub use gc::{GcOptions, GcReport, GcStep, ProgressHook};
 pub use manifests::{ManifestContent, PutManifest};
+pub use proxy::{Credentials, UpstreamConfig};
 pub use rules::{ImmutableRule, QuotaRule, RetentionRule, Rules, UsageReport};
 pub use source::ImageSource;
 pub use uploads::UploadStatus;
@@ -65,6 +69,8 @@ impl Default for RegistryConfig {
 pub struct Registry {
     backend: Arc<dyn Backend>,
     sources: Vec<Arc<dyn ImageSource>>,
+    /// Upstream registries mirrored under their prefixes (see [`proxy`]).
+    mirrors: Vec<Arc<proxy::Mirror>>,
     uploads: uploads::UploadTable,
     manifest_cache: manifests::ManifestCache,
     config: RegistryConfig,
@@ -81,6 +87,8 @@ pub struct Registry {
     metrics: Option<Arc<berth_metrics::Metrics>>,
     /// Manifest summaries for browsing, by digest.
     summaries: browse::SummaryCache,
+    /// Augmentation definitions and augmented manifests (see [`augment`]).
+    augment: augment::AugmentState,
 }
 
 impl Registry {
@@ -88,6 +96,7 @@ impl Registry {
         Registry {
             backend,
             sources: Vec::new(),
+            mirrors: Vec::new(),
             uploads: uploads::UploadTable::default(),
             manifest_cache: manifests::ManifestCache::default(),
             gate: gc::gate::ReferenceGate::default(),
@@ -97,6 +106,7 @@ impl Registry {
             config,
             metrics: None,
             summaries: browse::SummaryCache::default(),
+            augment: augment::AugmentState::default(),
         }
     }
 
@@ -154,8 +164,14 @@ impl Registry {
         self.ensure_writable(name)
     }
 
-    /// Refuses writes to repositories served from a read-only source.
+    /// Refuses writes to repositories served from a read-only source or mirrored from an upstream.
     fn ensure_writable(&self, name: &RepoName) -> Result<()> {
+        self.ensure_not_mirrored(name)?;
+        if name.as_str() == augment::PREFIX || name.is_under(augment::PREFIX) {
+            return Err(RegistryError::Denied(format!(
+                "repository {name} is made by berth from an augmentation and is read-only; push to another name"
+            )));
+        }
         match self.source_for(name) {
             Some(s) => Err(RegistryError::Denied(format!(
                 "repository {name} is served read-only from {}; push to another name",

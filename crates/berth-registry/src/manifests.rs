@@ -55,7 +55,7 @@ impl ManifestCache {
         }
     }
 
-    fn insert(&self, content: ManifestContent) {
+    pub(crate) fn insert(&self, content: ManifestContent) {
         let mut inner = self.inner.lock().unwrap();
         if inner.bytes + content.bytes.len() > CACHE_LIMIT_BYTES {
             inner.entries.clear();
@@ -139,6 +139,12 @@ impl Registry {
     pub async fn get_manifest(&self, name: &RepoName, reference: &Reference) -> Result<ManifestContent> {
         if let Some(source) = self.source_for(name) {
             return source.manifest(name, reference).await;
+        }
+        if let Some(a) = self.augmented_for_read(name).await? {
+            return self.augmented_manifest(&a, reference).await;
+        }
+        if let Some(p) = self.proxied_for_read(name).await? {
+            return self.proxied_manifest(&p, reference).await;
         }
         let unknown = || RegistryError::ManifestUnknown(reference.to_string());
         let digest = match reference {
@@ -424,7 +430,7 @@ impl Registry {
     /// The tags of `name` that point at something: a crash while a tag was
     /// being written leaves its directory without `current/link`, and such a
     /// tag does not exist. One stat per tag.
-    async fn resolving_tags(&self, name: &RepoName) -> Result<Vec<String>> {
+    pub(crate) async fn resolving_tags(&self, name: &RepoName) -> Result<Vec<String>> {
         let mut tags = Vec::new();
         for entry in self.tag_names(name).await? {
             let Ok(tag) = entry.parse::<Tag>() else { continue };
@@ -439,6 +445,10 @@ impl Registry {
     pub async fn tags(&self, name: &RepoName) -> Result<Vec<String>> {
         let mut tags = if let Some(source) = self.source_for(name) {
             source.tags(name).await?
+        } else if let Some(a) = self.augmented_for_read(name).await? {
+            self.augmented_tags(&a).await?
+        } else if let Some(p) = self.proxied_for_read(name).await? {
+            self.proxied_tags(&p).await?
         } else {
             // A repository is what holds manifests or blobs, as in distribution; a
             // directory that only parents other repositories or holds an upload is not one.

@@ -23,6 +23,9 @@ pub enum ErrorCode {
     RangeInvalid,
     /// Docker's extension for malformed tags.
     TagInvalid,
+    /// distribution's catch-all, for failures that are no client's fault
+    /// (an upstream registry that cannot be reached).
+    Unknown,
 }
 
 impl ErrorCode {
@@ -44,6 +47,7 @@ impl ErrorCode {
             ErrorCode::TooManyRequests => "TOOMANYREQUESTS",
             ErrorCode::RangeInvalid => "RANGE_INVALID",
             ErrorCode::TagInvalid => "TAG_INVALID",
+            ErrorCode::Unknown => "UNKNOWN",
         }
     }
 
@@ -66,6 +70,7 @@ impl ErrorCode {
             ErrorCode::TooManyRequests => "too many requests",
             ErrorCode::RangeInvalid => "invalid content range",
             ErrorCode::TagInvalid => "manifest tag did not match URI",
+            ErrorCode::Unknown => "unknown error",
         }
     }
 }

@@ -176,6 +176,14 @@ pub async fn start(listener: TcpListener, args: &ServeArgs) -> anyhow::Result<Se
     for source in open_sources(&args.sources, self_name(args), metrics.as_ref()).await? {
         registry.add_source(source);
     }
+    for upstream in crate::config::upstream::upstreams(args)? {
+        let prefix = upstream.prefix.clone();
+        registry
+            .add_upstream(upstream)
+            .map_err(anyhow::Error::msg)
+            .with_context(|| format!("upstream {prefix}"))?;
+    }
+    crate::config::augmentation::define_all(&registry, &args.sections.augmentation).await?;
     let registry = Arc::new(registry);
     if let Some(m) = &metrics {
         crate::observability::watch_registry(m, &registry);
@@ -231,6 +239,7 @@ pub fn validate(args: &ServeArgs) -> anyhow::Result<()> {
     }
     parse_sources(&args.sources, self_name(args))?;
     crate::rules::compile(&args.sections)?;
+    crate::config::augmentation::validate(&args.sections.augmentation)?;
     crate::observability::validate(args)?;
     if args.data.exists() && !args.data.is_dir() {
         anyhow::bail!("the data directory {} is not a directory", args.data.display());

@@ -225,6 +225,25 @@ pub struct ServeArgs {
     #[arg(long = "source", value_name = "PREFIX=PATH")]
     pub sources: Vec<String>,
 
+    /// Mirror an upstream registry under repository prefix PREFIX, as
+    /// PREFIX=URL[,URL...]: `/v2/PREFIX/NAME/...` (and containerd's
+    /// `?ns=PREFIX`) pulls NAME from the first URL that answers, caching what
+    /// it fetches; the prefix is read-only. Repeatable. Credentials, tag TTL
+    /// and blob redirects: the config file's [[upstream]] section.
+    #[arg(long = "upstream", env = "BERTH_UPSTREAM", value_name = "PREFIX=URL[,URL...]")]
+    pub upstreams: Vec<String>,
+
+    /// The upstream (by PREFIX) that also serves names outside every prefix
+    /// that no local repository has: docker's `registry-mirrors`, which asks
+    /// the mirror for `library/alpine`.
+    #[arg(long, env = "BERTH_UPSTREAM_ROOT", value_name = "PREFIX")]
+    pub upstream_root: Option<String>,
+
+    /// How long a mirrored tag is served from the cache before the upstream
+    /// is asked (with a HEAD) whether it moved.
+    #[arg(long, env = "BERTH_UPSTREAM_TAG_TTL", value_name = "DURATION", default_value = "5m", value_parser = parse_span)]
+    pub upstream_tag_ttl: Duration,
+
     /// Read options from this TOML file. Its keys are the long options of
     /// `berth serve` (`listen = "0.0.0.0:5000"`, `source = ["a=a.tar"]`);
     /// flags and BERTH_* variables override it. See examples/berth.toml.

@@ -6,100 +6,10 @@
 mod support;
 
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 use support::admin::gc_pass;
+use support::distribution::Distribution;
 use support::images::{layout_blob, layout_ref, sha256_digest, unique, Image, Index, OciLayout};
 use support::tools::{berth, http_get, skopeo, skopeo_copy, skopeo_raw};
-use support::wait_until;
-
-const DISTRIBUTION: &str = "/usr/bin/docker-registry";
-
-/// A CNCF distribution process serving `root` on 127.0.0.1; killed on drop.
-struct Distribution {
-    child: Child,
-    host: String,
-    log: PathBuf,
-    _conf_dir: tempfile::TempDir,
-}
-
-impl Distribution {
-    fn start(root: &Path) -> Distribution {
-        // distribution takes its address from its configuration, not from a
-        // listener we could hand it: find a free port, release it, and let
-        // distribution bind it straight away.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let host = format!("127.0.0.1:{port}");
-        let conf_dir = tempfile::tempdir().unwrap();
-        let conf = conf_dir.path().join("config.yml");
-        // Upload purging stays off: it would scan (and could remove) the other
-        // registry's uploads in the shared directory.
-        std::fs::write(
-            &conf,
-            format!(
-                "version: 0.1\n\
-                 log:\n  level: info\n\
-                 storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n  \
-                 maintenance:\n    uploadpurging:\n      enabled: false\n\
-                 http:\n  addr: {host}\n",
-                root.display()
-            ),
-        )
-        .unwrap();
-        let log = conf_dir.path().join("distribution.log");
-        let log_file = std::fs::File::create(&log).unwrap();
-        let child = Command::new(DISTRIBUTION)
-            .arg("serve")
-            .arg(&conf)
-            .env_remove("REGISTRY_HTTP_ADDR")
-            .env_remove("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY")
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone().unwrap())
-            .stderr(log_file)
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot run {DISTRIBUTION} (package docker-registry; scripts/test.sh installs it): {e}")
-            });
-        let mut d = Distribution {
-            child,
-            host,
-            log,
-            _conf_dir: conf_dir,
-        };
-        let url = format!("http://{}/v2/", d.host);
-        let up = wait_until(Duration::from_secs(30), || {
-            if let Ok(Some(status)) = d.child.try_wait() {
-                panic!("distribution exited with {status}: {}", d.log_text());
-            }
-            std::net::TcpStream::connect(&d.host).is_ok() && http_get(&url).0 == 200
-        });
-        assert!(up, "distribution did not answer on {url}: {}", d.log_text());
-        d
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn stop(mut self) {
-        self.kill();
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Distribution {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 /// What both directions push and then expect to read back.
 struct Fixture {

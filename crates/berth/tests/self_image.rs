@@ -339,3 +339,64 @@ fn docker_runs_the_self_image_for_three_generations_with_one_digest() {
     assert!(pull.stdout.contains(&first), "{}", pull.describe());
     drop(a);
 }
+
+/// The self image, run by docker, mirrors an upstream it finds by host name:
+/// the static binary resolves with its own resolver from the container's
+/// `/etc/hosts` (glibc's static resolver would need NSS libraries the image
+/// does not have).
+#[test]
+fn the_self_image_mirrors_an_upstream_it_resolves_by_name() {
+    let data = tempfile::tempdir().unwrap();
+    let a = BerthProcess::spawn(data.path(), &[]);
+    let udata = tempfile::tempdir().unwrap();
+    let upstream = BerthProcess::spawn(udata.path(), &["--no-self-image"]);
+    let marker = unique("h3-self-mirror");
+    let layout_dir = tempfile::tempdir().unwrap();
+    let mut layout = support::images::OciLayout::create(layout_dir.path());
+    let image = support::images::Image::runnable(&marker);
+    layout.add_image("v1", &image);
+    support::tools::skopeo_copy(
+        &layout.reference("v1"),
+        &format!("docker://{}/library/app:v1", upstream.addr),
+        false,
+    );
+    let mut cleanup = Cleanup::default();
+    let self_image = format!("{}/berth:latest", a.addr);
+    cleanup.images.push(self_image.clone());
+    tool("docker").args(["pull", self_image.as_str()]).ok();
+    let name = unique("h3-self-mirror");
+    cleanup.containers.push(name.clone());
+    let host_name = "upstream.berth.test";
+    let upstream_url = format!("http://{host_name}:{}", upstream.addr.port());
+    tool("docker")
+        .args([
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--network=host",
+            "--add-host",
+            &format!("{host_name}:127.0.0.1"),
+            &self_image,
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--data",
+            "/tmp/x",
+            "--no-self-image",
+            "--upstream",
+            &format!("hub={upstream_url}"),
+        ])
+        .ok();
+    let mirror = container_addr(&name);
+    let (digest, body) = manifest(&format!("http://{mirror}"), "hub/library/app", "v1");
+    assert_eq!(digest, image.manifest.digest, "{}", String::from_utf8_lossy(&body));
+    let layer = &image.layers[0].blob;
+    assert_eq!(
+        blob(&format!("http://{mirror}"), "hub/library/app", &layer.digest),
+        layer.bytes
+    );
+    drop(a);
+}

@@ -192,9 +192,18 @@ pub(crate) enum Need<'a> {
 /// What a request to berth's own API (`/berth/...`) needs. Operations on the
 /// whole registry (garbage collection) are for administrators; the rest
 /// decide per repository with the [`Permit`] in their handlers.
+/// The name the policy decides for: an augmented repository
+/// (`aug/<id>/<base>`) is read as its base is, since it serves the base's
+/// content plus layers an administrator defined; writes there are refused by
+/// the registry whatever the policy says.
+pub(crate) fn policy_name(repository: &str) -> &str {
+    berth_registry::augment::split_name(repository).map_or(repository, |(_, base)| base)
+}
+
 pub(crate) fn need_berth_api(path: &str) -> Need<'static> {
     match path {
         "/berth/v1/gc" | "/berth/v1/usage" => Need::Admin,
+        p if p == crate::admin::AUGMENTATIONS || p.starts_with(crate::admin::AUGMENTATIONS_SLASH) => Need::Admin,
         _ => Need::Nothing,
     }
 }
@@ -400,7 +409,10 @@ impl Auth {
     fn allows(&self, caller: &Caller, action: Action, repository: &str) -> bool {
         match caller {
             Caller::Token(t) => t.actions(repository).contains(action),
-            _ => self.policy.actions(caller.principal(), repository).contains(action),
+            _ => self
+                .policy
+                .actions(caller.principal(), policy_name(repository))
+                .contains(action),
         }
     }
 
@@ -417,8 +429,11 @@ impl Auth {
                 (allowed, why)
             }
             _ => {
-                let d = self.policy.decide(caller.principal(), action, repository);
-                (d.allowed, d.reason)
+                let d = self.policy.decide(caller.principal(), action, policy_name(repository));
+                match policy_name(repository) {
+                    base if base != repository => (d.allowed, format!("as {base}: {}", d.reason)),
+                    _ => (d.allowed, d.reason),
+                }
             }
         }
     }
@@ -450,7 +465,11 @@ impl Auth {
             // The policy would let this user have a token that allows it: ask for one.
             Caller::Token(t)
                 if self.tokens.is_some()
-                    && (!t.built_in || self.policy.decide(caller.principal(), action, repository).allowed) =>
+                    && (!t.built_in
+                        || self
+                            .policy
+                            .decide(caller.principal(), action, policy_name(repository))
+                            .allowed) =>
             {
                 self.unauthorized(realm, Some(&scope), Some("insufficient_scope"), "insufficient scope")
                     .with_detail(detail)

@@ -14,7 +14,7 @@ use std::io::{self, Read, Write};
 /// Where the executable lives in the image, and so its entrypoint.
 pub const EXECUTABLE_PATH: &str = "/berth";
 pub const EXPOSED_PORT: &str = "5000/tcp";
-const GZIP_LEVEL: u32 = 6;
+pub(crate) const GZIP_LEVEL: u32 = 6;
 
 /// The GOARCH name of this build's architecture, as image configs spell it.
 pub fn goarch() -> &'static str {
@@ -31,10 +31,20 @@ pub fn goarch() -> &'static str {
 }
 
 /// Counts and hashes what passes through to `inner`.
-struct HashWriter<W> {
-    inner: W,
-    digester: Digester,
-    len: u64,
+pub(crate) struct HashWriter<W> {
+    pub(crate) inner: W,
+    pub(crate) digester: Digester,
+    pub(crate) len: u64,
+}
+
+impl<W> HashWriter<W> {
+    pub(crate) fn new(inner: W) -> HashWriter<W> {
+        HashWriter {
+            inner,
+            digester: berth_spec::Algorithm::Sha256.digester(),
+            len: 0,
+        }
+    }
 }
 
 impl<W: Write> Write for HashWriter<W> {

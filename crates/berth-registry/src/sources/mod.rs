@@ -561,6 +561,7 @@ impl ImageSet {
             size,
             range,
             body: Some(body),
+            redirect: None,
         })
     }
 }

@@ -17,9 +17,11 @@
 //!   environment variable only, and a `...-file` option names a file holding
 //!   the secret (see [`secret`]).
 
+pub mod augmentation;
 mod effective;
 mod file;
 pub mod secret;
+pub mod upstream;
 
 pub use effective::{Effective, Entry, Origin};
 pub use file::ConfigFile;
@@ -60,6 +62,12 @@ pub struct Sections {
     pub quota: Vec<crate::rules::QuotaSection>,
     /// Webhook endpoints (`[[notifications.endpoints]]`).
     pub notifications: Option<berth_notify::NotificationsConfig>,
+    /// `[[augmentation]]`: images served with extra layers and settings.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub augmentation: Vec<augmentation::AugmentationSection>,
+    /// `[[upstream]]`: mirrored upstream registries.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub upstream: Vec<upstream::UpstreamSection>,
 }
 
 /// A command line with the config file merged in.

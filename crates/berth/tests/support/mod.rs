@@ -264,6 +264,7 @@ pub mod admin;
 pub mod auth;
 pub mod browser;
 pub mod containerd;
+pub mod distribution;
 pub mod images;
 pub mod tls;
 pub mod tools;

@@ -66,7 +66,8 @@ impl Auth {
                     if s.name.parse::<RepoName>().is_err() {
                         continue;
                     }
-                    let granted = asked(&s.actions).intersection(self.policy.actions(who, &s.name));
+                    let granted =
+                        asked(&s.actions).intersection(self.policy.actions(who, crate::auth::policy_name(&s.name)));
                     let e = repos.entry(s.name.clone()).or_default();
                     *e = e.union(granted);
                 }
