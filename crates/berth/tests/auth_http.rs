@@ -629,3 +629,59 @@ async fn read_only_sources_follow_the_policy() {
     assert!(listed(json_body(alice.get("/v2/_catalog").await).await));
     assert!(!listed(json_body(bob.get("/v2/_catalog").await).await));
 }
+
+/// An augmented name (`aug/<id>/<base>`) is read as its base: whoever may
+/// pull the base may pull it, nobody else; defining an augmentation is for
+/// administrators.
+#[tokio::test(flavor = "multi_thread")]
+async fn augmented_images_are_authorized_as_their_base() {
+    let files = AuthFiles::new(
+        USERS,
+        r#"
+        admins = ["alice"]
+        default = []
+        [[access]]
+        repository = "team/**"
+        users = { alice = ["pull", "push"], bob = ["pull"] }
+        [[access]]
+        repository = "secret/**"
+        users = { alice = ["pull", "push"] }
+        "#,
+    );
+    let args = files.args();
+    let server = TestServer::start_with(&server_args(&args, &[]));
+    let alice = Client::with_authorization(&server.url, &basic("alice", "wonderland"));
+    let bob = Client::with_authorization(&server.url, &basic("bob", "bu1lder-pw"));
+    let anon = Client::new(&server.url);
+    alice.push_image("team/app", "v1", 31).await;
+    alice.push_image("secret/app", "v1", 32).await;
+    let define = |c: &Client| {
+        c.req(Method::POST, "/berth/v1/augmentations")
+            .header("content-type", "application/json")
+            .body(r#"{"env": ["AUGMENTED=1"]}"#)
+            .send()
+    };
+    assert_error(define(&bob).await.unwrap(), 403, "DENIED").await;
+    assert_eq!(define(&anon).await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    let r = define(&alice).await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let id = json_body(r).await["id"].as_str().unwrap().to_owned();
+    let team = format!("/v2/aug/{id}/team/app/manifests/v1");
+    let secret = format!("/v2/aug/{id}/secret/app/manifests/v1");
+    assert_eq!(alice.get(&team).await.status(), StatusCode::OK);
+    assert_eq!(alice.get(&secret).await.status(), StatusCode::OK);
+    assert_eq!(bob.get(&team).await.status(), StatusCode::OK);
+    assert_error(bob.get(&secret).await, 403, "DENIED").await;
+    assert_eq!(anon.get(&team).await.status(), StatusCode::UNAUTHORIZED);
+    // The policy lets alice push to team/**; the augmented name stays read-only.
+    assert_error(
+        alice
+            .req(Method::POST, &format!("/v2/aug/{id}/team/app/blobs/uploads/"))
+            .send()
+            .await
+            .unwrap(),
+        403,
+        "DENIED",
+    )
+    .await;
+}
