@@ -25,7 +25,7 @@ pub use blobs::BlobContent;
 pub use error::{RegistryError, Result};
 pub use gc::{GcOptions, GcReport, GcStep, ProgressHook};
 pub use manifests::{ManifestContent, PutManifest};
-pub use proxy::{Credentials, UpstreamConfig};
+pub use proxy::{CacheBound, Credentials, EvictionReport, UpstreamConfig};
 pub use rules::{ImmutableRule, QuotaRule, RetentionRule, Rules, UsageReport};
 pub use source::ImageSource;
 pub use uploads::UploadStatus;
@@ -51,6 +51,8 @@ pub struct RegistryConfig {
     pub delete_untagged_after: Option<Duration>,
     /// Retention, immutable tags and quotas by repository pattern.
     pub rules: Rules,
+    /// The size bound of the upstream mirror's cache, if any.
+    pub upstream_cache: Option<CacheBound>,
 }
 
 impl Default for RegistryConfig {
@@ -62,6 +64,7 @@ impl Default for RegistryConfig {
             gc_grace: Duration::from_secs(24 * 3600),
             delete_untagged_after: None,
             rules: Rules::default(),
+            upstream_cache: None,
         }
     }
 }

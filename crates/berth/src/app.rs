@@ -148,6 +148,10 @@ pub async fn start(listener: TcpListener, args: &ServeArgs) -> anyhow::Result<Se
         gc_grace: args.gc_grace,
         delete_untagged_after: args.delete_untagged_after,
         rules: crate::rules::compile(&args.sections)?,
+        upstream_cache: args.upstream_cache_size.map(|max_bytes| berth_registry::CacheBound {
+            max_bytes,
+            protect: args.upstream_cache_protect,
+        }),
     };
     let mut registry = Registry::new(backend.clone(), config);
     if let Some(m) = &metrics {
@@ -376,6 +380,11 @@ impl Server {
         tracing::info!(addr = %self.addr, scheme, storage = %self.storage_line, "berth is serving");
         let purge = spawn_upload_purge(self.registry.clone(), self.storage, self.purge_interval);
         let gc = self.gc_interval.map(|every| spawn_gc(self.registry.clone(), every));
+        let cache_bound = self
+            .registry
+            .config()
+            .upstream_cache
+            .map(|_| spawn_cache_bound(self.registry.clone()));
         let watch = self
             .http
             .tls
@@ -423,6 +432,9 @@ impl Server {
         if let Some(gc) = gc {
             gc.abort();
         }
+        if let Some(c) = cache_bound {
+            c.abort();
+        }
         trim.abort();
         if let Some(watch) = watch {
             watch.abort();
@@ -466,6 +478,22 @@ fn spawn_gc(registry: Arc<Registry>, every: Duration) -> tokio::task::JoinHandle
             match registry.collect_garbage(&registry.gc_options(false)).await {
                 Ok(r) => crate::gc::log_report(&r),
                 Err(e) => tracing::warn!(error = %e, "garbage collection pass failed"),
+            }
+        }
+    })
+}
+
+/// How often the upstream cache is checked against its bound.
+const CACHE_BOUND_INTERVAL: Duration = Duration::from_secs(60);
+
+fn spawn_cache_bound(registry: Arc<Registry>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(CACHE_BOUND_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = registry.enforce_upstream_cache_bound().await {
+                tracing::warn!(error = %e, "enforcing the upstream cache bound failed");
             }
         }
     })

@@ -244,6 +244,17 @@ pub struct ServeArgs {
     #[arg(long, env = "BERTH_UPSTREAM_TAG_TTL", value_name = "DURATION", default_value = "5m", value_parser = parse_span)]
     pub upstream_tag_ttl: Duration,
 
+    /// Bound the bytes cached for upstreams (`20GiB`, `500MB`): past it, the
+    /// least recently pulled images are evicted (checked every minute and
+    /// before each garbage collection pass). Unbounded without it.
+    #[arg(long, env = "BERTH_UPSTREAM_CACHE_SIZE", value_name = "SIZE", value_parser = crate::rules::parse_size)]
+    pub upstream_cache_size: Option<u64>,
+
+    /// A cached image pulled within this long is never evicted, so a pull in
+    /// progress never loses its blobs.
+    #[arg(long, env = "BERTH_UPSTREAM_CACHE_PROTECT", value_name = "DURATION", default_value = "10m", value_parser = parse_span)]
+    pub upstream_cache_protect: Duration,
+
     /// Read options from this TOML file. Its keys are the long options of
     /// `berth serve` (`listen = "0.0.0.0:5000"`, `source = ["a=a.tar"]`);
     /// flags and BERTH_* variables override it. See examples/berth.toml.

@@ -13,7 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use support::auth::{htpasswd_text, AuthFiles};
 use support::distribution::Distribution;
-use support::images::{layout_blob, layout_ref, sha256_digest, unique, Index, OciLayout};
+use support::images::{
+    layout_blob, layout_ref, sha256_digest, unique, Entry, Image, Index, Layer, OciLayout, Platform,
+};
 use support::tools::{http_get, skopeo, skopeo_copy};
 use support::{write_config, BerthProcess};
 
@@ -571,4 +573,83 @@ fn docker_pulls_docker_hub_names_through_registry_mirrors() {
         .iter()
         .any(|l| l["path"] == format!("/v2/library/{name}/manifests/v1") && l["status"] == 200);
     assert!(asked, "{}", log_text(&mirror));
+}
+
+/// The cache's size bound: past it, the least recently pulled image goes
+/// (its blobs deleted, the upstream asked again on the next pull); images
+/// pulled more recently stay and are served with the upstream gone.
+#[test]
+fn the_cache_keeps_to_its_size_bound_by_evicting_the_least_recently_pulled_image() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_udir, upstream) = berth_process(&[]);
+    let mut layout = OciLayout::create(&tmp.path().join("src"));
+    // Three images of a little over 1 MiB each (their layers are noise, so gzip keeps them that size).
+    let images: Vec<Image> = (0..3)
+        .map(|i| {
+            let layer = Layer::new(&[Entry::file("noise", noise(1 << 20, 201 + 2 * i))]);
+            Image::new(Platform::amd64(), vec![layer], &["/noise"])
+        })
+        .collect();
+    for (i, image) in images.iter().enumerate() {
+        layout.add_image(&format!("i{i}"), image);
+        skopeo_copy(
+            &layout.reference(&format!("i{i}")),
+            &format!("docker://{}/cache/img{i}:v1", upstream.addr),
+            false,
+        );
+    }
+    let (_mdir, mirror) = berth_process(&[
+        "--upstream",
+        &format!("up={}", upstream.url),
+        "--upstream-cache-size",
+        "2600KiB",
+        "--upstream-cache-protect",
+        "0s",
+    ]);
+    let pull = |i: usize| {
+        let out = tmp.path().join(format!("out-{i}-{}", unique("p")));
+        skopeo_copy(
+            &format!("docker://{}/up/cache/img{i}:v1", mirror.addr),
+            &format!("oci:{}:v1", out.display()),
+            false,
+        );
+    };
+    // img0, img1, img2, then img0 again: img1 is the least recently pulled.
+    for i in [0, 1, 2, 0] {
+        pull(i);
+        std::thread::sleep(Duration::from_millis(1100));
+    }
+    let report = support::admin::gc_pass(&mirror.url);
+    assert_eq!(report["cache_images_evicted"], 1, "{report}");
+    // An image pulled within the protection (default 10 minutes) stays, over the bound or not.
+    let (_pdir, protected) = berth_process(&[
+        "--upstream",
+        &format!("up={}", upstream.url),
+        "--upstream-cache-size",
+        "1KiB",
+    ]);
+    skopeo_copy(
+        &format!("docker://{}/up/cache/img0:v1", protected.addr),
+        &format!("oci:{}:v1", tmp.path().join("protected").display()),
+        false,
+    );
+    let report = support::admin::gc_pass(&protected.url);
+    assert_eq!(report["cache_images_evicted"], 0, "{report}");
+    drop(upstream);
+    let layer0 = &images[0].layers[0].blob.digest;
+    let (status, _) = http_get(&format!("{}/v2/up/cache/img0/blobs/{layer0}", protected.url));
+    assert_eq!(status, 200, "a protected image is served from the cache");
+    for (i, image) in images.iter().enumerate() {
+        let layer = &image.layers[0].blob.digest;
+        let (status, body) = http_get(&format!("{}/v2/up/cache/img{i}/blobs/{layer}", mirror.url));
+        if i == 1 {
+            assert_ne!(status, 200, "img1 was evicted, and its upstream is gone");
+        } else {
+            assert_eq!(status, 200, "img{i} stays cached: {}", String::from_utf8_lossy(&body));
+            assert_eq!(sha256_digest(&body), *layer);
+        }
+    }
+    // Within its bound now: another pass evicts nothing.
+    let report = support::admin::gc_pass(&mirror.url);
+    assert_eq!(report["cache_images_evicted"], 0, "{report}");
 }

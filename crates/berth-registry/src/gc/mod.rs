@@ -90,20 +90,22 @@ pub struct GcReport {
     pub tags_deleted: Vec<String>,
     /// Candidates left alone because a push was referencing them.
     pub spared_in_use: usize,
+    /// Images evicted from the upstream mirror's cache to keep it within its bound.
+    pub cache_images_evicted: usize,
     pub duration_ms: u64,
 }
 
 /// What the mark found in one repository.
 #[derive(Default)]
-struct RepoScan {
+pub(crate) struct RepoScan {
     tags: Vec<Digest>,
     /// Manifests retention left without a tag: collected like untagged
     /// manifests past their age (unless a kept index or subject needs them).
     released: HashSet<Key>,
     /// Manifest revisions with the time their link was written.
-    revisions: Vec<(Digest, Option<SystemTime>)>,
+    pub(crate) revisions: Vec<(Digest, Option<SystemTime>)>,
     /// Layer links with the time they were written.
-    layers: Vec<(Digest, Option<SystemTime>)>,
+    pub(crate) layers: Vec<(Digest, Option<SystemTime>)>,
 }
 
 /// A digest as the collector's tables hold it: 32 bytes instead of a
@@ -139,7 +141,16 @@ impl Registry {
     /// Runs one garbage collection pass. Passes do not overlap: a second
     /// caller waits for the running one.
     pub async fn collect_garbage(&self, opts: &GcOptions) -> Result<GcReport> {
-        let result = self.gc_pass(opts).await;
+        // The mirror's cache bound first: what it evicts is then gone for the mark.
+        let eviction = match opts.dry_run {
+            true => None,
+            false => Some(self.enforce_upstream_cache_bound().await?),
+        };
+        let mut result = self.gc_pass(opts).await;
+        if let (Ok(report), Some(e)) = (&mut result, eviction) {
+            report.cache_images_evicted = e.images_evicted;
+            report.blobs_deleted += e.blobs_deleted;
+        }
         if let (Some(m), false) = (&self.metrics, opts.dry_run) {
             let report = result.as_ref().ok();
             m.registry_domain.gc_pass(
@@ -354,7 +365,7 @@ impl Registry {
     /// Deletes one unmarked blob: its links, then its bytes, under a claim.
     /// `None` when the gate refuses (a push is referencing it); otherwise the
     /// bytes freed and the links removed.
-    async fn delete_blob_for_gc(
+    pub(crate) async fn delete_blob_for_gc(
         &self,
         digest: Digest,
         links: Vec<String>,
@@ -386,7 +397,7 @@ impl Registry {
 
     /// What `name` holds, without the tags retention removed (`removed`,
     /// still there in a dry run).
-    async fn scan_repository(&self, name: &RepoName, removed: &[TagInfo]) -> Result<RepoScan> {
+    pub(crate) async fn scan_repository(&self, name: &RepoName, removed: &[TagInfo]) -> Result<RepoScan> {
         let mut scan = RepoScan::default();
         for tag in self.backend.list(&layout::tags_dir(name)).await? {
             let Ok(tag) = tag.parse::<Tag>() else { continue };

@@ -14,7 +14,10 @@
 
 mod challenge;
 mod client;
+mod evict;
 mod fetch;
+
+pub use evict::{CacheBound, EvictionReport};
 
 use crate::{BlobContent, ManifestContent, Registry, RegistryError, Result};
 use berth_spec::manifest::stored_media_type;
@@ -100,6 +103,9 @@ pub(crate) struct Mirror {
     manifest_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Blob fetches in flight, by digest.
     blob_fetches: fetch::InFlight,
+    /// When each cached manifest was last read through the mirror (for
+    /// eviction; lost on restart, when the time it was cached stands in).
+    pulled: Mutex<HashMap<(RepoName, Digest), std::time::SystemTime>>,
 }
 
 /// A proxied repository: its name in the cache and at the upstream.
@@ -121,6 +127,7 @@ impl Mirror {
             validated: Mutex::new(HashMap::new()),
             manifest_locks: Mutex::new(HashMap::new()),
             blob_fetches: fetch::InFlight::default(),
+            pulled: Mutex::new(HashMap::new()),
         })
     }
 
@@ -258,6 +265,12 @@ impl Registry {
     }
 
     pub(crate) async fn proxied_manifest(&self, p: &Proxied, reference: &Reference) -> Result<ManifestContent> {
+        let content = self.proxied_manifest_uncounted(p, reference).await?;
+        p.mirror.note_pull(&p.local, &content.digest);
+        Ok(content)
+    }
+
+    async fn proxied_manifest_uncounted(&self, p: &Proxied, reference: &Reference) -> Result<ManifestContent> {
         let unknown = || RegistryError::ManifestUnknown(reference.to_string());
         match reference {
             Reference::Digest(digest) => {
