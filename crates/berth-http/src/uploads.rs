@@ -15,6 +15,8 @@ use berth_storage::ByteStream;
 use futures::StreamExt;
 use http::request::Parts as Request;
 use http::{header, HeaderValue, StatusCode};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 /// How much of a request body is still read after an early answer (a 416 for
 /// an out-of-order chunk, a 404 for an unknown upload).
@@ -232,11 +234,50 @@ pub async fn patch(reg: &Registry, name: &str, id: &str, req: &Request, body: Bo
         reg.check_upload_quota(&name, None, start.unwrap_or(0).saturating_add(len))
             .await?;
     }
-    let st = reg
-        .append_upload(&name, id, start, body.stream())
-        .await
-        .map_err(|e| with_upload_state(e, &name, id))?;
-    Ok(upload_response(StatusCode::ACCEPTED, &name, &st))
+    // A chunk of unannounced size (docker streams one): cut off, and
+    // refused, once the upload outgrows the room its quotas leave.
+    let room = match content_length(req) {
+        Some(_) => None,
+        None => reg.upload_room(&name).await?,
+    };
+    let Some(room) = room else {
+        let st = reg
+            .append_upload(&name, id, start, body.stream())
+            .await
+            .map_err(|e| with_upload_state(e, &name, id))?;
+        return Ok(upload_response(StatusCode::ACCEPTED, &name, &st));
+    };
+    let offset = match start {
+        Some(s) => s,
+        None => reg.upload_status(&name, id).await?.offset,
+    };
+    let over = Arc::new(AtomicBool::new(false));
+    let stream = within_room(body.stream(), room.saturating_sub(offset), over.clone());
+    match reg.append_upload(&name, id, start, stream).await {
+        Ok(st) => Ok(upload_response(StatusCode::ACCEPTED, &name, &st)),
+        Err(_) if over.load(Ordering::Acquire) => {
+            // The quota's own refusal, naming it, its limit and its usage.
+            reg.check_upload_quota(&name, None, room.saturating_add(1)).await?;
+            Err(RegistryError::Denied("quota exceeded".into()).into())
+        }
+        Err(e) => Err(with_upload_state(e, &name, id)),
+    }
+}
+
+/// `stream`, failing once more than `room` bytes came (and saying so in `over`).
+fn within_room(stream: ByteStream, room: u64, over: Arc<AtomicBool>) -> ByteStream {
+    let mut seen = 0u64;
+    stream
+        .map(move |chunk| {
+            let chunk = chunk?;
+            seen = seen.saturating_add(chunk.len() as u64);
+            if seen > room {
+                over.store(true, Ordering::Release);
+                return Err(std::io::Error::other("the upload outgrew its quota"));
+            }
+            Ok(chunk)
+        })
+        .boxed()
 }
 
 pub async fn finish(reg: &Registry, name: &str, id: &str, req: &Request, body: Body) -> Result<Response, ApiError> {

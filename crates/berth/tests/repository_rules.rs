@@ -171,3 +171,59 @@ fn retention_runs_in_the_pass_and_the_dry_run_lists_the_tags() {
         .run();
     assert!(out.success(), "{}", out.describe());
 }
+
+/// A chunk whose size nobody announced (chunked transfer, as docker streams
+/// a layer) is cut off and refused once the upload outgrows the quota, and
+/// the quota's usage is unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_chunk_over_the_quota_is_refused_while_it_streams() {
+    let (_cfg, server) = server_with("[[quota]]\nrepositories = \"team/**\"\nlimit = 100000\n");
+    let client = reqwest::Client::new();
+    let started = client
+        .post(format!("{}/v2/team/app/blobs/uploads/", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(started.status(), 202);
+    let location = started.headers()["location"].to_str().unwrap().to_owned();
+    let url = if location.starts_with('/') {
+        format!("{}{location}", server.url)
+    } else {
+        location
+    };
+    // 300 KB in 10 KB chunks, with no Content-Length.
+    let chunks = (0..30).map(|i| Ok::<_, std::io::Error>(vec![i as u8; 10_000]));
+    let r = client
+        .patch(&url)
+        .header("content-type", "application/octet-stream")
+        .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let body = r.text().await.unwrap();
+    assert!(
+        body.contains("DENIED") && body.contains("quota exceeded") && body.contains("team/**"),
+        "{body}"
+    );
+    // Within the room, a streamed chunk goes through.
+    let started = client
+        .post(format!("{}/v2/team/small/blobs/uploads/", server.url))
+        .send()
+        .await
+        .unwrap();
+    let location = started.headers()["location"].to_str().unwrap().to_owned();
+    let url = if location.starts_with('/') {
+        format!("{}{location}", server.url)
+    } else {
+        location
+    };
+    let chunks = (0..5).map(|i| Ok::<_, std::io::Error>(vec![i as u8; 10_000]));
+    let r = client
+        .patch(&url)
+        .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202, "{:?}", r.text().await);
+}

@@ -8,9 +8,11 @@
 //! stops counting at the next pass, which is when its bytes are freed.
 //!
 //! **Where it is checked.** At the start of an upload whose size the client
-//! announces (a monolithic `POST ?digest=` with `Content-Length`), and at a
-//! manifest PUT, for the blobs the manifest adds to the set, before anything
-//! is written. Both refuse with DENIED naming the quota, its limit and usage.
+//! announces (a monolithic `POST ?digest=` with `Content-Length`, a chunk
+//! with `Content-Length`), while a chunk of unannounced size streams in (cut
+//! off once the upload outgrows the room left), and at a manifest PUT, for
+//! the blobs the manifest adds to the set, before anything is written. All
+//! refuse with DENIED naming the quota, its limit and usage.
 //!
 //! **How it stays cheap.** Each quota keeps its set of counted digests in
 //! memory (32 bytes a blob), built on first use by one walk of its
@@ -243,6 +245,20 @@ impl Registry {
             }
         }
         Ok(())
+    }
+
+    /// The bytes an upload to `name` may hold before a quota of `name` is
+    /// full (the least room of its quotas); `None` when no quota applies.
+    /// For uploads whose size nobody announced: they are cut off there.
+    pub async fn upload_room(&self, name: &RepoName) -> Result<Option<u64>> {
+        let mut room: Option<u64> = None;
+        for (i, rule) in self.config.rules.quotas_for(name) {
+            let g = self.counted(i).await?;
+            let c = g.as_ref().expect("built");
+            let r = rule.limit.saturating_sub(c.used);
+            room = Some(room.map_or(r, |x| x.min(r)));
+        }
+        Ok(room)
     }
 
     /// Forgets the counts (after a garbage collection pass); the next use
