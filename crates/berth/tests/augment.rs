@@ -8,7 +8,7 @@ mod support;
 
 use serde_json::Value;
 use support::images::{sha256_digest, unique, Entry, Index, Layer, OciLayout};
-use support::tools::{skopeo_copy, tool};
+use support::tools::{post_blob, skopeo_copy, tool};
 use support::{write_config, BerthProcess};
 
 const INDEX_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, \
@@ -48,18 +48,6 @@ async fn get(url: &str) -> (u16, Vec<u8>) {
         .await
         .unwrap();
     (r.status().as_u16(), r.bytes().await.unwrap().to_vec())
-}
-
-async fn push_blob(client: &reqwest::Client, base: &str, repo: &str, bytes: Vec<u8>) -> String {
-    let digest = sha256_digest(&bytes);
-    let r = client
-        .post(format!("{base}/v2/{repo}/blobs/uploads/?digest={digest}"))
-        .body(bytes)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201, "{:?}", r.text().await);
-    digest
 }
 
 async fn define(client: &reqwest::Client, base: &str, request: Value) -> (u16, Value) {
@@ -255,7 +243,7 @@ async fn the_same_augmentation_gives_the_same_digests_on_every_berth() {
             &format!("docker://{}/local/app:v1", server.addr),
             true,
         );
-        let digest = push_blob(&client, &server.url, "tools/hello", layer.blob.bytes.clone()).await;
+        let digest = post_blob(&client, &server.url, "tools/hello", layer.blob.bytes.clone()).await;
         let (status, answer) = define(&client, &server.url, request(&digest)).await;
         assert_eq!(status, 201, "{answer}");
         let id = answer["id"].as_str().unwrap().to_owned();
@@ -314,7 +302,7 @@ async fn bad_augmentations_are_refused_clearly() {
     let data = tempfile::tempdir().unwrap();
     let server = berth_process(data.path(), &[]);
     let client = reqwest::Client::new();
-    let not_a_tar = push_blob(
+    let not_a_tar = post_blob(
         &client,
         &server.url,
         "tools/junk",

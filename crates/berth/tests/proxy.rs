@@ -16,7 +16,7 @@ use support::distribution::Distribution;
 use support::images::{
     layout_blob, layout_ref, sha256_digest, unique, Entry, Image, Index, Layer, OciLayout, Platform,
 };
-use support::tools::{http_get, skopeo, skopeo_copy};
+use support::tools::{http_get, post_blob, skopeo, skopeo_copy};
 use support::{write_config, BerthProcess};
 
 /// A berth child process with its own data directory, without its self image.
@@ -269,27 +269,14 @@ fn noise(len: usize, seed: u64) -> Vec<u8> {
     out
 }
 
-/// Uploads `bytes` as a blob of `repo` in one POST; returns its digest.
-async fn push_blob(client: &reqwest::Client, base: &str, repo: &str, bytes: Vec<u8>) -> String {
-    let digest = sha256_digest(&bytes);
-    let r = client
-        .post(format!("{base}/v2/{repo}/blobs/uploads/?digest={digest}"))
-        .body(bytes)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201, "{:?}", r.text().await);
-    digest
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fifty_concurrent_pulls_of_a_cold_blob_make_one_upstream_fetch_and_ranges_work() {
     let (_udir, upstream) = berth_process(&[]);
     let client = reqwest::Client::new();
     let big = noise(24 << 20, 7);
-    let digest = push_blob(&client, &upstream.url, "big/app", big.clone()).await;
+    let digest = post_blob(&client, &upstream.url, "big/app", big.clone()).await;
     let small = noise(3 << 20, 11);
-    let small_digest = push_blob(&client, &upstream.url, "big/app", small.clone()).await;
+    let small_digest = post_blob(&client, &upstream.url, "big/app", small.clone()).await;
     let (_mdir, mirror) = berth_process(&["--upstream", &format!("up={}", upstream.url)]);
 
     let url = format!("{}/v2/up/big/app/blobs/{digest}", mirror.url);

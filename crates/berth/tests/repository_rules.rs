@@ -172,6 +172,21 @@ fn retention_runs_in_the_pass_and_the_dry_run_lists_the_tags() {
     assert!(out.success(), "{}", out.describe());
 }
 
+/// Starts an upload session; returns its absolute URL.
+async fn start_upload(client: &reqwest::Client, base: &str, repo: &str) -> String {
+    let r = client
+        .post(format!("{base}/v2/{repo}/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let location = r.headers()["location"].to_str().unwrap().to_owned();
+    match location.starts_with('/') {
+        true => format!("{base}{location}"),
+        false => location,
+    }
+}
+
 /// A chunk whose size nobody announced (chunked transfer, as docker streams
 /// a layer) is cut off and refused once the upload outgrows the quota, and
 /// the quota's usage is unchanged.
@@ -179,18 +194,7 @@ fn retention_runs_in_the_pass_and_the_dry_run_lists_the_tags() {
 async fn a_streamed_chunk_over_the_quota_is_refused_while_it_streams() {
     let (_cfg, server) = server_with("[[quota]]\nrepositories = \"team/**\"\nlimit = 100000\n");
     let client = reqwest::Client::new();
-    let started = client
-        .post(format!("{}/v2/team/app/blobs/uploads/", server.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(started.status(), 202);
-    let location = started.headers()["location"].to_str().unwrap().to_owned();
-    let url = if location.starts_with('/') {
-        format!("{}{location}", server.url)
-    } else {
-        location
-    };
+    let url = start_upload(&client, &server.url, "team/app").await;
     // 300 KB in 10 KB chunks, with no Content-Length.
     let chunks = (0..30).map(|i| Ok::<_, std::io::Error>(vec![i as u8; 10_000]));
     let r = client
@@ -207,17 +211,7 @@ async fn a_streamed_chunk_over_the_quota_is_refused_while_it_streams() {
         "{body}"
     );
     // Within the room, a streamed chunk goes through.
-    let started = client
-        .post(format!("{}/v2/team/small/blobs/uploads/", server.url))
-        .send()
-        .await
-        .unwrap();
-    let location = started.headers()["location"].to_str().unwrap().to_owned();
-    let url = if location.starts_with('/') {
-        format!("{}{location}", server.url)
-    } else {
-        location
-    };
+    let url = start_upload(&client, &server.url, "team/small").await;
     let chunks = (0..5).map(|i| Ok::<_, std::io::Error>(vec![i as u8; 10_000]));
     let r = client
         .patch(&url)

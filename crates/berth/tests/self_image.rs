@@ -289,6 +289,26 @@ fn container_addr(container: &str) -> String {
     }
 }
 
+/// Runs `image` (a berth) detached as container `name` on the host network,
+/// serving on an ephemeral port with `serve_args`; returns its address.
+fn run_self_image(name: &str, image: &str, docker_args: &[&str], serve_args: &[&str]) -> String {
+    let mut args = vec!["run", "-d", "--name", name, "--network=host"];
+    args.extend_from_slice(docker_args);
+    args.extend_from_slice(&[
+        image,
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--log-format",
+        "json",
+        "--data",
+        "/tmp/x",
+    ]);
+    args.extend_from_slice(serve_args);
+    tool("docker").args(args).ok();
+    container_addr(name)
+}
+
 #[test]
 fn docker_runs_the_self_image_for_three_generations_with_one_digest() {
     let data = tempfile::tempdir().unwrap();
@@ -309,24 +329,7 @@ fn docker_runs_the_self_image_for_three_generations_with_one_digest() {
         );
         let name = format!("{run_id}-gen{generation}");
         cleanup.containers.push(name.clone());
-        tool("docker")
-            .args([
-                "run",
-                "-d",
-                "--name",
-                &name,
-                "--network=host",
-                &image,
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--log-format",
-                "json",
-                "--data",
-                "/tmp/x",
-            ])
-            .ok();
-        host = container_addr(&name);
+        host = run_self_image(&name, &image, &[], &[]);
         let (digest, _) = manifest(&format!("http://{host}"), "berth", "latest");
         assert_eq!(digest, first, "generation {generation} serves the same image");
         let (v_digest, _) = manifest(&format!("http://{host}"), "berth", VERSION);
@@ -368,29 +371,12 @@ fn the_self_image_mirrors_an_upstream_it_resolves_by_name() {
     cleanup.containers.push(name.clone());
     let host_name = "upstream.berth.test";
     let upstream_url = format!("http://{host_name}:{}", upstream.addr.port());
-    tool("docker")
-        .args([
-            "run",
-            "-d",
-            "--name",
-            &name,
-            "--network=host",
-            "--add-host",
-            &format!("{host_name}:127.0.0.1"),
-            &self_image,
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--log-format",
-            "json",
-            "--data",
-            "/tmp/x",
-            "--no-self-image",
-            "--upstream",
-            &format!("hub={upstream_url}"),
-        ])
-        .ok();
-    let mirror = container_addr(&name);
+    let mirror = run_self_image(
+        &name,
+        &self_image,
+        &["--add-host", &format!("{host_name}:127.0.0.1")],
+        &["--no-self-image", "--upstream", &format!("hub={upstream_url}")],
+    );
     let (digest, body) = manifest(&format!("http://{mirror}"), "hub/library/app", "v1");
     assert_eq!(digest, image.manifest.digest, "{}", String::from_utf8_lossy(&body));
     let layer = &image.layers[0].blob;

@@ -164,6 +164,20 @@ pub fn skopeo_raw(image: &str) -> Vec<u8> {
 }
 
 /// Blocking GET of `url` (manifests of every kind accepted): (status, body).
+/// Uploads `bytes` as a blob of `repo` in one POST (from an async test);
+/// returns its digest.
+pub async fn post_blob(client: &reqwest::Client, base: &str, repo: &str, bytes: Vec<u8>) -> String {
+    let digest = super::images::sha256_digest(&bytes);
+    let r = client
+        .post(format!("{base}/v2/{repo}/blobs/uploads/?digest={digest}"))
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{:?}", r.text().await);
+    digest
+}
+
 pub fn http_get(url: &str) -> (u16, Vec<u8>) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
