@@ -155,13 +155,17 @@ fn docker_scenario(server: &TestServer, anonymous_pull: bool) {
     );
 }
 
-#[test]
-fn docker_with_the_built_in_token_service() {
+/// A berth with the test's users and policy, and its token service.
+fn token_server() -> (AuthFiles, TestServer) {
     let files = AuthFiles::new(USERS, POLICY);
     let args = files.args();
-    let mut argv = vec!["--no-self-image", "--token"];
-    argv.extend(args.iter().map(String::as_str));
-    let server = TestServer::start_with(&argv);
+    let server = TestServer::start_with(&support::auth::server_args(&args, &["--token"]));
+    (files, server)
+}
+
+#[test]
+fn docker_with_the_built_in_token_service() {
+    let (_files, server) = token_server();
     docker_scenario(&server, true);
 
     // docker keeps the refresh token from login instead of the password, and
@@ -265,11 +269,7 @@ fn push_as_alice(remote: &str) -> Image {
 
 #[test]
 fn podman_login_and_pull_with_the_token_service() {
-    let files = AuthFiles::new(USERS, POLICY);
-    let args = files.args();
-    let mut argv = vec!["--no-self-image", "--token"];
-    argv.extend(args.iter().map(String::as_str));
-    let server = TestServer::start_with(&argv);
+    let (_files, server) = token_server();
     let host = server.host();
     let remote = format!("{host}/team/{}:v1", unique("podman"));
     let image = push_as_alice(&remote);
@@ -323,11 +323,7 @@ fn podman_login_and_pull_with_the_token_service() {
 /// whose /v2/ asks for credentials they do not have).
 #[test]
 fn skopeo_with_creds() {
-    let files = AuthFiles::new(USERS, POLICY);
-    let args = files.args();
-    let mut argv = vec!["--no-self-image", "--token"];
-    argv.extend(args.iter().map(String::as_str));
-    let server = TestServer::start_with(&argv);
+    let (_files, server) = token_server();
     let host = server.host();
     let name = unique("skopeo");
     let team = format!("{host}/team/{name}:v1");
@@ -370,11 +366,7 @@ fn skopeo_with_creds() {
 /// public prefix needs none.
 #[test]
 fn ctr_pull_with_user() {
-    let files = AuthFiles::new(USERS, POLICY);
-    let args = files.args();
-    let mut argv = vec!["--no-self-image", "--token"];
-    argv.extend(args.iter().map(String::as_str));
-    let server = TestServer::start_with(&argv);
+    let (_files, server) = token_server();
     let host = server.host();
     let name = unique("ctr");
     let team = format!("{host}/team/{name}:v1");
