@@ -1,0 +1,180 @@
+#!/usr/bin/env bash
+# The pull-through mirror side by side (issue 11's performance lines): a
+# 100 MiB blob pulled from an upstream berth directly, through a berth mirror
+# (cold: a fresh cache each round; warm: cached), and through CNCF
+# distribution in proxy mode on the same upstream (cold and warm); then 50
+# concurrent cold pulls of the blob through each mirror: how many fetches
+# reached the upstream, and each client's rate against one uncontended cold
+# pull. Rounds are interleaved; medians with ranges. Everything it starts it
+# stops by PID.
+#
+#   bench/proxy.sh [ROUNDS] [MIB] [UPSTREAM_MB_S]   (uses target/.../release binaries)
+#
+# The concurrent pulls go to an upstream behind bench/throttle.py at
+# UPSTREAM_MB_S (default 40) per connection, as far away as a real one: on
+# 127.0.0.1 an unthrottled upstream is as fast as the mirror, and 50 clients
+# would only measure how 2 cores share 50 streams. Against a throttled
+# upstream a mirror that fans one fetch out serves every client at the
+# upstream's rate (the target: >= 0.8x of one uncontended pull).
+#
+# Needs curl, docker-registry (Debian's CNCF distribution), jq.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rounds="${1:-3}"
+mib="${2:-100}"
+upstream_rate="${3:-40}"
+clients=50
+bin="${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-gnu/release"
+berth="$bin/berth"
+[ -x "$berth" ] || { echo "build first: cargo build --release -p berth" >&2; exit 2; }
+for t in curl docker-registry jq; do
+  command -v "$t" >/dev/null || { echo "needs $t" >&2; exit 2; }
+done
+
+work="$(mktemp -d /tmp/berth-proxy-bench.XXXXXX)"
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# start_berth NAME ARGS... -> prints the address; the log holds every request.
+start_berth() {
+  local name="$1"; shift
+  rm -rf "$work/$name"; mkdir -p "$work/$name"
+  "$berth" serve --listen 127.0.0.1:0 --log-format json --log "warn,berth=info" \
+    --no-self-image --data "$work/$name" "$@" >/dev/null 2>"$work/$name.log" &
+  pids+=($!)
+  echo $! >"$work/$name.pid"
+  local addr=""
+  for _ in $(seq 1 100); do
+    addr="$(grep -so '"addr":"[^"]*"' "$work/$name.log" | head -1 | cut -d'"' -f4 || true)"
+    [ -n "$addr" ] && break
+    sleep 0.1
+  done
+  [ -n "$addr" ] || { echo "$name did not start: $(cat "$work/$name.log")" >&2; exit 1; }
+  echo "$addr"
+}
+
+start_distribution() { # -> prints the address
+  local port; port="$(free_port)"
+  rm -rf "$work/dist-data"; mkdir -p "$work/dist-data"
+  cat >"$work/dist.yml" <<YAML
+version: 0.1
+log:
+  level: error
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: $work/dist-data
+  cache:
+    blobdescriptor: inmemory
+http:
+  addr: 127.0.0.1:$port
+proxy:
+  remoteurl: http://$upstream
+YAML
+  docker-registry serve "$work/dist.yml" >"$work/dist.log" 2>&1 &
+  pids+=($!)
+  echo $! >"$work/dist.pid"
+  for _ in $(seq 1 100); do
+    curl -s -o /dev/null "http://127.0.0.1:$port/v2/" && break
+    sleep 0.1
+  done
+  echo "127.0.0.1:$port"
+}
+
+stop() { local p; p="$(cat "$work/$1.pid")"; kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; }
+
+# MB/s of one GET.
+rate() { curl -s -o /dev/null -w '%{speed_download}\n' "$1" | awk '{printf "%.1f\n", $1 / 1e6}'; }
+
+# Blob GETs the upstream answered with 200 (from its JSON request log).
+upstream_fetches() {
+  jq -r --arg p "/v2/$repo/blobs/$digest" 'select(.path == $p and .status == 200 and .method == "GET") | .path' \
+    "$work/upstream.log" 2>/dev/null | wc -l
+}
+
+# The upstream and its blob (random bytes: nothing compresses them).
+upstream="$(start_berth upstream)"
+repo="bench/big"
+head -c "$((mib << 20))" /dev/urandom >"$work/blob"
+digest="sha256:$(sha256sum "$work/blob" | cut -d' ' -f1)"
+code="$(curl -s -o /dev/null -w '%{http_code}' -X POST --data-binary @"$work/blob" \
+  -H 'Content-Type: application/octet-stream' "http://$upstream/v2/$repo/blobs/uploads/?digest=$digest")"
+[ "$code" = 201 ] || { echo "pushing the blob failed: $code" >&2; exit 1; }
+rm -f "$work/blob"
+
+declare -A runs
+add() { runs[$1]="${runs[$1]:-} $2"; }
+
+for r in $(seq 1 "$rounds"); do
+  add direct "$(rate "http://$upstream/v2/$repo/blobs/$digest")"
+  mirror="$(start_berth mirror --upstream "up=http://$upstream")"
+  add berth-cold "$(rate "http://$mirror/v2/up/$repo/blobs/$digest")"
+  add berth-warm "$(rate "http://$mirror/v2/up/$repo/blobs/$digest")"
+  stop mirror
+  dist="$(start_distribution)"
+  add dist-cold "$(rate "http://$dist/v2/$repo/blobs/$digest")"
+  add dist-warm "$(rate "http://$dist/v2/$repo/blobs/$digest")"
+  stop dist
+  echo "round $r:$(for k in direct berth-cold berth-warm dist-cold dist-warm; do printf ' %s %s' "$k" "${runs[$k]##* }"; done)" >&2
+done
+
+# 50 concurrent cold pulls through each mirror (one round each), from the
+# throttled upstream; first one uncontended cold pull from it, the yardstick.
+python3 bench/throttle.py 0 "$upstream" "$((upstream_rate * 1000000))" >"$work/throttle.port" &
+pids+=($!)
+for _ in $(seq 1 50); do [ -s "$work/throttle.port" ] && break; sleep 0.1; done
+far="127.0.0.1:$(cat "$work/throttle.port")"
+mirror="$(start_berth mirror --upstream "up=http://$far")"
+solo="$(rate "http://$mirror/v2/up/$repo/blobs/$digest")"
+stop mirror
+
+concurrent() { # URL -> per-client MB/s, one per line
+  local url="$1" i
+  for i in $(seq 1 "$clients"); do
+    curl -s -o /dev/null -w '%{speed_download} %{http_code}\n' "$url" >"$work/c.$i" &
+  done
+  wait_for_curls
+  for i in $(seq 1 "$clients"); do
+    awk '$2 != 200 { print "client failed: " $0 > "/dev/stderr" } { printf "%.1f\n", $1 / 1e6 }' "$work/c.$i"
+  done
+}
+wait_for_curls() { while pgrep -f "curl -s -o /dev/null -w %{speed_download} %{http_code}" >/dev/null; do sleep 0.2; done; }
+
+before="$(upstream_fetches)"
+mirror="$(start_berth mirror --upstream "up=http://$far")"
+concurrent "http://$mirror/v2/up/$repo/blobs/$digest" >"$work/berth-50"
+stop mirror
+berth_fetches=$(($(upstream_fetches) - before))
+before="$(upstream_fetches)"
+upstream_direct="$upstream"; upstream="$far"
+dist="$(start_distribution)"
+upstream="$upstream_direct"
+concurrent "http://$dist/v2/$repo/blobs/$digest" >"$work/dist-50"
+stop dist
+dist_fetches=$(($(upstream_fetches) - before))
+
+median() { tr ' ' '\n' | sed '/^$/d' | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+range() { tr ' ' '\n' | sed '/^$/d' | sort -n | awk 'NR==1{lo=$1} {hi=$1} END {print lo "-" hi}'; }
+m() { echo "${runs[$1]}" | median; }
+
+echo "== ${mib} MiB blob, $rounds rounds (median MB/s, range), 2-core machine"
+printf '%-28s %10s %16s %10s\n' "case" "MB/s" "range" "ratio"
+for k in direct berth-cold berth-warm dist-cold dist-warm; do
+  printf '%-28s %10s %16s %10s\n' "$k" "$(m "$k")" "$(echo "${runs[$k]}" | range)" \
+    "$(awk -v a="$(m "$k")" -v b="$(m direct)" 'BEGIN {printf "%.2fx", a / b}')"
+done
+echo "== $clients concurrent cold pulls, upstream at $upstream_rate MB/s per connection; one uncontended cold pull through berth: $solo MB/s"
+for s in berth dist; do
+  f=berth_fetches; [ "$s" = dist ] && f=dist_fetches
+  printf '%-28s upstream fetches %s, per-client MB/s median %s (range %s), vs one cold pull %s\n' \
+    "$s: $clients concurrent cold" "${!f}" "$(median <"$work/$s-50")" "$(range <"$work/$s-50")" \
+    "$(awk -v a="$(median <"$work/$s-50")" -v b="$solo" 'BEGIN {printf "%.2fx", a / b}')"
+done
