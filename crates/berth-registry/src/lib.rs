@@ -47,6 +47,11 @@ pub struct RegistryConfig {
     pub delete_untagged_after: Option<Duration>,
     /// Retention, immutable tags and quotas by repository pattern.
     pub rules: Rules,
+    /// Whether this process is the only writer of its storage (the data
+    /// directory's lock makes it so; S3 replicas share a bucket). Garbage
+    /// collection's reference gate is in memory, so a pass that deletes is
+    /// refused when other processes may be pushing.
+    pub exclusive_storage: bool,
 }
 
 impl Default for RegistryConfig {
@@ -58,6 +63,7 @@ impl Default for RegistryConfig {
             gc_grace: Duration::from_secs(24 * 3600),
             delete_untagged_after: None,
             rules: Rules::default(),
+            exclusive_storage: true,
         }
     }
 }

@@ -8,6 +8,23 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
+/// `s3://BUCKET/<new prefix>` when the tests run against S3
+/// (`BERTH_TEST_STORAGE=s3`, with `BERTH_TEST_S3_BUCKET` and the AWS_*
+/// variables of the engine, as scripts/test.sh sets them for Ceph RGW).
+pub fn s3_storage() -> Option<String> {
+    if std::env::var("BERTH_TEST_STORAGE").as_deref() != Ok("s3") {
+        return None;
+    }
+    let bucket = std::env::var("BERTH_TEST_S3_BUCKET").expect("BERTH_TEST_STORAGE=s3 needs BERTH_TEST_S3_BUCKET");
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    Some(format!("s3://{bucket}/test-{}-{nanos}-{n}", std::process::id()))
+}
+
 /// A berth server running in this test process on 127.0.0.1:<ephemeral>.
 pub struct TestServer {
     pub addr: SocketAddr,
@@ -26,14 +43,19 @@ impl TestServer {
     }
 
     /// Starts berth with extra `serve` arguments (and a fresh data directory
-    /// unless `--data` is among them).
+    /// unless `--data` is among them). With `BERTH_TEST_STORAGE=s3` the
+    /// fresh storage is a new prefix of an S3 bucket instead (see [`s3_storage`]).
     pub fn start_with(extra: &[&str]) -> TestServer {
-        let has_data = extra.contains(&"--data");
+        let has_data = extra.contains(&"--data") || extra.contains(&"--storage");
         let dir = (!has_data).then(|| tempfile::tempdir().expect("tempdir"));
         let mut argv: Vec<String> = vec!["berth".into(), "serve".into(), "--listen".into(), "127.0.0.1:0".into()];
         if let Some(d) = &dir {
             argv.push("--data".into());
             argv.push(d.path().display().to_string());
+            if let Some(storage) = s3_storage() {
+                argv.push("--storage".into());
+                argv.push(storage);
+            }
         }
         argv.extend(extra.iter().map(|s| s.to_string()));
         // Through the config file reader, so a `--config` brings its sections.
