@@ -58,6 +58,11 @@ impl ApiError {
     }
 }
 
+/// Seconds a client is told to wait when the store is unavailable: the
+/// backend already retried for several seconds, and throttling or a store
+/// restart usually passes within a few more.
+const STORAGE_RETRY_AFTER: &str = "5";
+
 impl From<RegistryError> for ApiError {
     fn from(e: RegistryError) -> ApiError {
         use RegistryError as E;
@@ -87,6 +92,12 @@ impl From<RegistryError> for ApiError {
             E::Storage(StorageError::Io { source, .. }) if source.kind() == std::io::ErrorKind::StorageFull => {
                 (StatusCode::INSUFFICIENT_STORAGE, ErrorCode::Unsupported)
             }
+            // The store is throttling, failing or unreachable even after the
+            // backend's retries: a transient fault, which the client may retry.
+            E::Storage(StorageError::Unavailable { .. }) => {
+                tracing::warn!(error = %e, "storage unavailable");
+                (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::TooManyRequests)
+            }
             E::Storage(_) => {
                 tracing::error!(error = %e, "storage failure");
                 (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Unsupported)
@@ -94,6 +105,9 @@ impl From<RegistryError> for ApiError {
         };
         let mut err = ApiError::new(status, code, message);
         match &e {
+            E::Storage(StorageError::Unavailable { .. }) => {
+                err = err.with_header(http::header::RETRY_AFTER, HeaderValue::from_static(STORAGE_RETRY_AFTER));
+            }
             E::RangeNotSatisfiable { size } => {
                 err = err.with_header(
                     http::header::CONTENT_RANGE,
@@ -154,5 +168,34 @@ impl IntoResponse for ApiError {
             h.insert(name, value);
         }
         resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store that stays unavailable after the backend's retries is a 503
+    /// the client may retry, not a 500; other storage faults stay 500.
+    #[test]
+    fn an_unavailable_store_is_a_503_with_retry_after() {
+        let unavailable = RegistryError::Storage(StorageError::Unavailable {
+            key: "k".into(),
+            source: std::io::Error::other("503 SlowDown"),
+        });
+        let err = ApiError::from(unavailable);
+        assert_eq!(err.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(err.code, ErrorCode::TooManyRequests);
+        assert!(err
+            .headers
+            .iter()
+            .any(|(n, v)| n == http::header::RETRY_AFTER && v == STORAGE_RETRY_AFTER));
+        let broken = RegistryError::Storage(StorageError::Io {
+            key: "k".into(),
+            source: std::io::Error::other("bad"),
+        });
+        let err = ApiError::from(broken);
+        assert_eq!(err.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(err.headers.is_empty());
     }
 }

@@ -53,6 +53,11 @@ pub struct RegistryConfig {
     pub rules: Rules,
     /// The size bound of the upstream mirror's cache, if any.
     pub upstream_cache: Option<CacheBound>,
+    /// Whether this process is the only writer of its storage (the data
+    /// directory's lock makes it so; S3 replicas share a bucket). Garbage
+    /// collection's reference gate is in memory, so a pass that deletes is
+    /// refused when other processes may be pushing.
+    pub exclusive_storage: bool,
 }
 
 impl Default for RegistryConfig {
@@ -65,6 +70,7 @@ impl Default for RegistryConfig {
             delete_untagged_after: None,
             rules: Rules::default(),
             upstream_cache: None,
+            exclusive_storage: true,
         }
     }
 }

@@ -159,9 +159,20 @@ impl Registry {
     }
 
     /// Brings a session whose hash state was lost back in line with storage.
+    /// On shared storage (S3 replicas) another process may have appended to
+    /// the session since this one last did: one HEAD tells, and a session
+    /// that moved on (or was finished) elsewhere is read again.
     async fn recover(&self, name: &RepoName, id: &str, session: &mut Session) -> Result<()> {
         if session.hasher.is_some() {
-            return Ok(());
+            if self.config.exclusive_storage {
+                return Ok(());
+            }
+            match self.backend.head(&layout::upload_data(name, id)).await {
+                Ok(meta) if meta.size == session.offset => return Ok(()),
+                Ok(_) => session.hasher = None,
+                Err(e) if e.is_not_found() => return Err(RegistryError::UploadUnknown(id.to_owned())),
+                Err(e) => return Err(e.into()),
+            }
         }
         let (offset, hasher) = match self.backend.open(&layout::upload_data(name, id), None).await {
             Ok(body) => (body.len(), hash_body(body, Algorithm::Sha256).await?),
@@ -564,6 +575,45 @@ mod tests {
         for id in ids {
             assert_eq!(reg.upload_status(&name, &id).await.unwrap().offset, 0);
         }
+    }
+
+    /// Two registries on one storage that other processes may write (S3
+    /// replicas): chunks sent to A, B, A again, then finished on B. A's
+    /// session moved on while it was away; it must see that, not refuse the
+    /// chunk at its old offset.
+    #[tokio::test]
+    async fn a_session_that_moved_on_elsewhere_is_read_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = || {
+            let config = RegistryConfig {
+                exclusive_storage: false,
+                ..RegistryConfig::default()
+            };
+            Registry::new(Arc::new(FsBackend::new(dir.path())), config)
+        };
+        let (a, b) = (shared(), shared());
+        let name: RepoName = "replicas/upload".parse().unwrap();
+        let st = a.start_upload(&name).await.unwrap();
+        a.append_upload(&name, &st.id, Some(0), stream_of(b"one "))
+            .await
+            .unwrap();
+        b.append_upload(&name, &st.id, Some(4), stream_of(b"two "))
+            .await
+            .unwrap();
+        let at_a = a
+            .append_upload(&name, &st.id, Some(8), stream_of(b"three "))
+            .await
+            .unwrap();
+        assert_eq!(at_a.offset, 14);
+        let digest = Digest::sha256_of(b"one two three four");
+        b.finish_upload(&name, &st.id, &digest, Some(14), Some(stream_of(b"four")))
+            .await
+            .unwrap();
+        // Finished on B: unknown on A, which had it in memory.
+        assert!(matches!(
+            a.upload_status(&name, &st.id).await,
+            Err(RegistryError::UploadUnknown(_))
+        ));
     }
 
     #[tokio::test]

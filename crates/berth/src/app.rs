@@ -8,7 +8,7 @@ use berth_http::AppState;
 use berth_registry::sources::{ArchiveSource, SelfImageSource};
 use berth_registry::{Registry, RegistryConfig};
 use berth_spec::RepoName;
-use berth_storage::{Backend, DataDirLock, FsBackend};
+use berth_storage::{Backend, FsBackend};
 use std::future::Future;
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -86,7 +86,8 @@ fn init_logging(format: LogFormat, filter: &str) -> anyhow::Result<()> {
 pub struct Server {
     listener: TcpListener,
     registry: Arc<Registry>,
-    storage: FsBackend,
+    /// The filesystem backend, for its housekeeping; `None` on S3.
+    storage: Option<FsBackend>,
     auth: Option<Arc<Auth>>,
     addr: SocketAddr,
     purge_interval: Duration,
@@ -94,8 +95,8 @@ pub struct Server {
     gc_interval: Option<Duration>,
     /// What the startup line says about storage.
     storage_line: String,
-    /// Held while the server runs: one server per data directory.
-    _lock: DataDirLock,
+    /// Held while the server runs (a data directory's lock).
+    _storage: crate::storage::Storage,
     http: berth_http::ServerOptions,
     tls_reload_interval: Duration,
     metrics: Option<Arc<berth_metrics::Metrics>>,
@@ -119,27 +120,24 @@ pub async fn start(listener: TcpListener, args: &ServeArgs) -> anyhow::Result<Se
         ),
         _ => None,
     };
-    std::fs::create_dir_all(&args.data)
-        .with_context(|| format!("creating the data directory {}", args.data.display()))?;
-    // Before anything is written: a second server on the directory is refused.
-    let lock = DataDirLock::acquire(&args.data)?;
-    let fs_backend = FsBackend::with_sync(&args.data, args.sync.into());
+    let storage = crate::storage::Storage::open(args).await?;
     // Deletes interrupted by a crash left their trees in the trash, and
     // interrupted writes their temporary files.
-    let sweeper = fs_backend.clone();
-    tokio::spawn(async move {
-        match sweeper.sweep_trash().await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(trees = n, "removed what interrupted deletes left in the trash"),
-            Err(e) => tracing::warn!(error = %e, "could not empty the trash"),
-        }
-        sweep_temp_files(&sweeper).await;
-    });
-    let sweeper_for_run = fs_backend.clone();
+    if let Some(sweeper) = storage.fs().cloned() {
+        tokio::spawn(async move {
+            match sweeper.sweep_trash().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(trees = n, "removed what interrupted deletes left in the trash"),
+                Err(e) => tracing::warn!(error = %e, "could not empty the trash"),
+            }
+            sweep_temp_files(&sweeper).await;
+        });
+    }
+    let sweeper_for_run = storage.fs().cloned();
     let metrics = crate::observability::metrics(args);
     let backend: Arc<dyn Backend> = match &metrics {
-        Some(m) => Arc::new(berth_storage::Instrumented::new(Arc::new(fs_backend), m.clone())),
-        None => Arc::new(fs_backend),
+        Some(m) => Arc::new(berth_storage::Instrumented::new(storage.backend(), m.clone())),
+        None => storage.backend(),
     };
     let config = RegistryConfig {
         upload_max_age: Duration::from_secs(args.upload_max_age_secs),
@@ -152,6 +150,7 @@ pub async fn start(listener: TcpListener, args: &ServeArgs) -> anyhow::Result<Se
             max_bytes,
             protect: args.upstream_cache_protect,
         }),
+        exclusive_storage: storage.is_exclusive(),
     };
     let mut registry = Registry::new(backend.clone(), config);
     if let Some(m) = &metrics {
@@ -202,9 +201,9 @@ pub async fn start(listener: TcpListener, args: &ServeArgs) -> anyhow::Result<Se
         auth,
         addr,
         purge_interval: Duration::from_secs(args.upload_purge_interval_secs.max(1)),
-        gc_interval: (!args.gc_interval.is_zero()).then_some(args.gc_interval),
-        storage_line: describe_storage(args),
-        _lock: lock,
+        gc_interval: scheduled_gc(args, &storage),
+        storage_line: storage.describe(args),
+        _storage: storage,
         http: berth_http::ServerOptions {
             timeouts: berth_http::Timeouts {
                 header: args.header_timeout,
@@ -222,14 +221,20 @@ pub async fn start(listener: TcpListener, args: &ServeArgs) -> anyhow::Result<Se
     })
 }
 
-/// The storage line of the startup message: where the data is and how writes are made durable.
-fn describe_storage(args: &ServeArgs) -> String {
-    let data = std::path::absolute(&args.data).unwrap_or_else(|_| args.data.clone());
-    let sync = match args.sync {
-        crate::cli::SyncArg::Grouped => "grouped syncs",
-        crate::cli::SyncArg::PerFile => "per-file syncs",
-    };
-    format!("filesystem {} ({sync})", data.display())
+/// How often to collect garbage: never on storage other berth processes may
+/// write (a pass would be refused; see `RegistryConfig::exclusive_storage`).
+fn scheduled_gc(args: &ServeArgs, storage: &crate::storage::Storage) -> Option<Duration> {
+    if args.gc_interval.is_zero() {
+        return None;
+    }
+    if !storage.is_exclusive() {
+        tracing::warn!(
+            "scheduled garbage collection is off on S3 storage: other berth processes may push to the \
+             bucket, and the collector's reference gate sees only this one's"
+        );
+        return None;
+    }
+    Some(args.gc_interval)
 }
 
 /// Checks what `start` would refuse in `args` without starting anything (for
@@ -245,6 +250,7 @@ pub fn validate(args: &ServeArgs) -> anyhow::Result<()> {
     crate::rules::compile(&args.sections)?;
     crate::config::augmentation::validate(&args.sections.augmentation)?;
     crate::observability::validate(args)?;
+    crate::storage::s3_config(args)?;
     if args.data.exists() && !args.data.is_dir() {
         anyhow::bail!("the data directory {} is not a directory", args.data.display());
     }
@@ -450,7 +456,11 @@ const MEMORY_TRIM_INTERVAL: Duration = Duration::from_secs(10);
 /// Removes stale uploads now and then, and the temporary files of writes
 /// interrupted by a crash (a restart soon after one finds them too young to
 /// be sure no writer holds them, so the start's sweep may leave them).
-fn spawn_upload_purge(registry: Arc<Registry>, storage: FsBackend, every: Duration) -> tokio::task::JoinHandle<()> {
+fn spawn_upload_purge(
+    registry: Arc<Registry>,
+    storage: Option<FsBackend>,
+    every: Duration,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
         // The first tick is immediate; the start already swept.
@@ -462,7 +472,9 @@ fn spawn_upload_purge(registry: Arc<Registry>, storage: FsBackend, every: Durati
                 Err(e) => tracing::warn!(error = %e, "purging stale uploads failed"),
             }
             tick.tick().await;
-            sweep_temp_files(&storage).await;
+            if let Some(storage) = &storage {
+                sweep_temp_files(storage).await;
+            }
         }
     })
 }

@@ -78,6 +78,21 @@ pub enum SyncArg {
     PerFile,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum S3AddressingArg {
+    Path,
+    Virtual,
+}
+
+impl From<S3AddressingArg> for berth_storage::s3::AddressingStyle {
+    fn from(a: S3AddressingArg) -> Self {
+        match a {
+            S3AddressingArg::Path => berth_storage::s3::AddressingStyle::Path,
+            S3AddressingArg::Virtual => berth_storage::s3::AddressingStyle::Virtual,
+        }
+    }
+}
+
 impl From<SyncArg> for berth_storage::SyncMode {
     fn from(arg: SyncArg) -> Self {
         match arg {
@@ -97,6 +112,34 @@ pub struct ServeArgs {
     /// driver, so an existing registry:2 directory can be served as it is.
     #[arg(long, env = "BERTH_DATA", default_value = "./data")]
     pub data: PathBuf,
+
+    /// Object storage instead of the data directory: `s3://BUCKET[/PREFIX]`,
+    /// any S3-compatible store (Ceph RGW, SeaweedFS, AWS S3, MinIO), in the
+    /// same layout below PREFIX. Credentials come from the AWS tools'
+    /// variables AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and
+    /// AWS_SESSION_TOKEN), never from a flag or the config file.
+    #[arg(long, env = "BERTH_STORAGE", value_name = "s3://BUCKET[/PREFIX]")]
+    pub storage: Option<String>,
+
+    /// The S3 endpoint, e.g. `http://127.0.0.1:7480` for a local Ceph RGW
+    /// (default: AWS S3 in the region).
+    #[arg(long, env = "AWS_ENDPOINT_URL", value_name = "URL")]
+    pub s3_endpoint: Option<String>,
+
+    /// The S3 region (Ceph RGW and SeaweedFS accept any; default us-east-1).
+    #[arg(long, env = "AWS_REGION")]
+    pub s3_region: Option<String>,
+
+    /// How S3 requests name the bucket: `path` (http://host/bucket/key, what
+    /// Ceph RGW and SeaweedFS need without DNS set-up) or `virtual`
+    /// (http://bucket.host/key).
+    #[arg(long, env = "BERTH_S3_ADDRESSING_STYLE", value_enum, default_value_t = S3AddressingArg::Path)]
+    pub s3_addressing_style: S3AddressingArg,
+
+    /// S3 credentials from a program embedding berth (its tests); never set
+    /// by a flag or the config file (see [`crate::storage::S3Credentials`]).
+    #[arg(skip)]
+    pub s3_credentials: Option<crate::storage::S3Credentials>,
 
     /// Format of log lines (one line per request, plus events).
     #[arg(long, env = "BERTH_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]

@@ -15,3 +15,4 @@ pub mod observability;
 mod progress;
 pub mod rules;
 pub mod sbom;
+pub mod storage;

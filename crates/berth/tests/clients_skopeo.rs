@@ -5,48 +5,12 @@ mod support;
 
 use serde_json::Value;
 use support::images::{layout_blob, layout_ref, sha256_digest, unique, Image, Index, OciLayout};
+use support::skopeo_scenarios;
 use support::tools::{berth, skopeo, skopeo_copy, skopeo_raw};
 
-/// Copies `index` (and every image in it) into berth with `skopeo copy --all`
-/// and back out into a fresh OCI layout: every manifest and blob keeps its digest.
 #[test]
 fn copy_index_in_and_out_keeps_digests() {
-    let server = berth(&[]);
-    let index = Index::multi_arch(&unique("h2-skopeo-index"));
-    let tmp = tempfile::tempdir().unwrap();
-    let mut src = OciLayout::create(&tmp.path().join("src"));
-    src.add_index("multi", &index);
-
-    let image = format!("{}/h2/skopeo/multi:v1", server.host());
-    skopeo_copy(&src.reference("multi"), &format!("docker://{image}"), true);
-
-    // The index is served byte for byte, and so is each platform's manifest.
-    let raw = skopeo_raw(&image);
-    assert_eq!(sha256_digest(&raw), index.index.digest, "index digest changed in berth");
-    assert_eq!(raw, index.index.bytes);
-    for img in &index.images {
-        let raw = skopeo_raw(&format!("{}/h2/skopeo/multi@{}", server.host(), img.manifest.digest));
-        assert_eq!(raw, img.manifest.bytes, "manifest of {:?}", img.platform);
-    }
-
-    let out = tmp.path().join("out");
-    skopeo_copy(
-        &format!("docker://{image}"),
-        &format!("oci:{}:back", out.display()),
-        true,
-    );
-    let d = layout_ref(&out, "back");
-    assert_eq!(
-        d["digest"], index.index.digest,
-        "index digest after the round trip: {d}"
-    );
-    assert_eq!(layout_blob(&out, &index.index.digest), index.index.bytes);
-    for img in &index.images {
-        assert_eq!(layout_blob(&out, &img.manifest.digest), img.manifest.bytes);
-        for b in img.blobs() {
-            assert_eq!(layout_blob(&out, &b.digest), b.bytes, "blob {}", b.digest);
-        }
-    }
+    skopeo_scenarios::copy_index_in_and_out_keeps_digests(&berth(&[]));
 }
 
 /// A single image: in and out with the same manifest digest, and `skopeo

@@ -164,6 +164,13 @@ impl Registry {
     }
 
     async fn gc_pass(&self, opts: &GcOptions) -> Result<GcReport> {
+        if !opts.dry_run && !self.config.exclusive_storage {
+            return Err(RegistryError::Unsupported(
+                "garbage collection is not supported on storage that other berth processes may write \
+                 (S3): its reference gate sees only this process's pushes (a dry run, GET, still reports)"
+                    .into(),
+            ));
+        }
         let _one_at_a_time = self.gc_running.lock().await;
         let started = Instant::now();
         let now = SystemTime::now();

@@ -108,6 +108,12 @@ impl Registry {
         let Some(bound) = self.config.upstream_cache else {
             return Ok(EvictionReport::default());
         };
+        if !self.config.exclusive_storage {
+            // Refused at start (the binary checks); a library user gets the reason.
+            return Err(crate::RegistryError::Unsupported(
+                "evicting from the upstream cache needs storage no other berth process writes".into(),
+            ));
+        }
         let _one_at_a_time = self.gc_running.lock().await;
         let started = Instant::now();
         let now = SystemTime::now();

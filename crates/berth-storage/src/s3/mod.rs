@@ -50,13 +50,55 @@ pub enum ConnectError {
         bucket: String,
         endpoint: String,
     },
-    #[error("S3 storage {url}: cannot reach the bucket at {endpoint}: {source}")]
+    /// `reason` is the innermost cause, in a few words: each layer of the
+    /// store's error repeats the one below, which would make a screenful.
+    #[error("S3 storage {url}: cannot reach the bucket at {endpoint}: {reason}")]
     Unreachable {
         url: String,
         endpoint: String,
-        #[source]
-        source: object_store::Error,
+        reason: String,
     },
+}
+
+/// What went wrong in `e`, briefly: the innermost cause, or for an error
+/// answer of the store its status and S3 error code.
+fn root_cause(e: &object_store::Error) -> String {
+    let mut cause: &dyn std::error::Error = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    let text = cause.to_string();
+    let Some(answer) = text.split("status code: ").nth(1) else {
+        return text;
+    };
+    let status = answer.split(':').next().unwrap_or(answer).trim();
+    match s3_error_code(answer) {
+        Some(code) => format!("the store answered {status} ({code})"),
+        None => format!("the store answered {status}"),
+    }
+}
+
+/// The `<Code>` of an S3 error document.
+fn s3_error_code(body: &str) -> Option<&str> {
+    let start = body.find("<Code>")? + "<Code>".len();
+    let len = body[start..].find("</Code>")?;
+    Some(&body[start..start + len])
+}
+
+/// Whether `e` says the bucket does not exist: `object_store` reports the
+/// 404 of a listing as a generic error carrying S3's `NoSuchBucket`.
+fn is_no_such_bucket(e: &object_store::Error) -> bool {
+    if matches!(e, object_store::Error::NotFound { .. }) {
+        return true;
+    }
+    let mut cause: Option<&dyn std::error::Error> = Some(e);
+    while let Some(c) = cause {
+        if c.to_string().contains("<Code>NoSuchBucket</Code>") {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 impl S3Backend {
@@ -75,14 +117,20 @@ impl S3Backend {
         let root = config.prefix.as_deref().map(Path::from);
         match probe.list_with_delimiter(root.as_ref()).await {
             Ok(_) => {}
-            Err(object_store::Error::NotFound { .. }) => {
+            Err(e) if is_no_such_bucket(&e) => {
                 return Err(ConnectError::NoBucket {
                     url,
                     bucket: config.bucket.clone(),
                     endpoint,
                 })
             }
-            Err(source) => return Err(ConnectError::Unreachable { url, endpoint, source }),
+            Err(e) => {
+                return Err(ConnectError::Unreachable {
+                    url,
+                    endpoint,
+                    reason: root_cause(&e),
+                })
+            }
         }
         Ok(S3Backend::with_store(Arc::new(store), config))
     }

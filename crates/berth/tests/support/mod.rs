@@ -14,6 +14,10 @@ pub struct TestServer {
     /// `http://127.0.0.1:<port>`
     pub url: String,
     pub data: PathBuf,
+    /// The S3 storage it serves (`s3://BUCKET/PREFIX`) and its engine, when on S3.
+    pub s3: Option<(s3::S3Engine, String)>,
+    /// Whether the S3 prefix is this server's own, to empty when it stops.
+    owns_s3_prefix: bool,
     _dir: Option<tempfile::TempDir>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -26,8 +30,43 @@ impl TestServer {
     }
 
     /// Starts berth with extra `serve` arguments (and a fresh data directory
-    /// unless `--data` is among them).
+    /// unless `--data` is among them). With `BERTH_TEST_STORAGE=s3` the data
+    /// is kept on Ceph RGW instead, below a prefix of the bucket that only
+    /// this server uses (see [`s3`]).
     pub fn start_with(extra: &[&str]) -> TestServer {
+        let has_data = extra.contains(&"--data") || extra.contains(&"--storage");
+        let s3 = if has_data {
+            None
+        } else {
+            s3::S3Engine::for_test_storage().map(|engine| {
+                let storage = engine.unique_storage();
+                (engine, storage)
+            })
+        };
+        let mut server = Self::start_in(s3.clone(), extra);
+        server.owns_s3_prefix = s3.is_some();
+        server
+    }
+
+    /// Starts berth on `storage` (`s3://BUCKET/PREFIX`) of `engine`, which
+    /// another server may serve too (replicas); the prefix is left as it is
+    /// when the server stops (see [`s3::S3Engine::remove`]).
+    pub fn start_on_s3(engine: &s3::S3Engine, storage: &str, extra: &[&str]) -> TestServer {
+        Self::start_in(Some((engine.clone(), storage.to_owned())), extra)
+    }
+
+    /// Starts berth on a fresh prefix of Ceph RGW's bucket, emptied when the
+    /// server stops; `None` when Ceph is not configured (outside CI only:
+    /// see [`s3::S3Engine::ceph`]).
+    pub fn start_on_ceph(extra: &[&str]) -> Option<TestServer> {
+        let engine = s3::S3Engine::ceph()?;
+        let storage = engine.unique_storage();
+        let mut server = Self::start_in(Some((engine, storage)), extra);
+        server.owns_s3_prefix = true;
+        Some(server)
+    }
+
+    fn start_in(s3: Option<(s3::S3Engine, String)>, extra: &[&str]) -> TestServer {
         let has_data = extra.contains(&"--data");
         let dir = (!has_data).then(|| tempfile::tempdir().expect("tempdir"));
         let mut argv: Vec<String> = vec!["berth".into(), "serve".into(), "--listen".into(), "127.0.0.1:0".into()];
@@ -35,13 +74,19 @@ impl TestServer {
             argv.push("--data".into());
             argv.push(d.path().display().to_string());
         }
+        if let Some((engine, storage)) = &s3 {
+            argv.extend(engine.serve_args(storage));
+        }
         argv.extend(extra.iter().map(|s| s.to_string()));
         // Through the config file reader, so a `--config` brings its sections.
-        let Command::Serve(args) = berth::config::parse_cli(&argv).expect("valid test arguments").0.command else {
+        let Command::Serve(mut args) = berth::config::parse_cli(&argv).expect("valid test arguments").0.command else {
             panic!("not a serve command")
         };
+        args.s3_credentials = s3.as_ref().map(|(engine, _)| engine.credentials());
         let data = args.data.clone();
-        Self::spawn(args, data, dir)
+        let mut server = Self::spawn(args, data, dir);
+        server.s3 = s3;
+        server
     }
 
     /// Starts berth with a config file holding `config` (for `[sections]`,
@@ -89,6 +134,8 @@ impl TestServer {
             addr,
             url: format!("http://{addr}"),
             data,
+            s3: None,
+            owns_s3_prefix: false,
             _dir: dir,
             shutdown: Some(stop_tx),
             thread: Some(thread),
@@ -111,6 +158,9 @@ impl TestServer {
         }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
+        }
+        if let (true, Some((engine, storage))) = (std::mem::take(&mut self.owns_s3_prefix), &self.s3) {
+            engine.remove(storage);
         }
     }
 }
@@ -265,6 +315,9 @@ pub mod auth;
 pub mod browser;
 pub mod containerd;
 pub mod distribution;
+pub mod docker;
 pub mod images;
+pub mod s3;
+pub mod skopeo_scenarios;
 pub mod tls;
 pub mod tools;

@@ -1,0 +1,174 @@
+//! Which storage `berth serve` uses: the data directory (the default) or an
+//! S3 bucket (`--storage s3://BUCKET[/PREFIX]`), and what berth refuses on S3
+//! because it would only be right with one process writing the storage.
+
+use crate::cli::ServeArgs;
+use crate::config::Secret;
+use anyhow::Context;
+use berth_storage::{DataDirLock, FsBackend, S3Backend, S3Config};
+use std::sync::Arc;
+
+/// S3 credentials handed over by a program that embeds berth (the tests,
+/// which must not change their own process's environment). The command
+/// line and the config file never set them: berth reads AWS_ACCESS_KEY_ID
+/// and AWS_SECRET_ACCESS_KEY.
+#[derive(Debug, Clone)]
+pub struct S3Credentials {
+    pub access_key_id: String,
+    pub secret_access_key: Secret,
+}
+
+/// The S3 settings of `args`, when `--storage` names a bucket. Anything
+/// else in `--storage` is an error (a directory is `--data`).
+pub fn s3_config(args: &ServeArgs) -> anyhow::Result<Option<S3Config>> {
+    let Some(storage) = &args.storage else {
+        return Ok(None);
+    };
+    if !S3Config::is_s3_url(storage) {
+        anyhow::bail!("--storage {storage:?}: expected s3://BUCKET[/PREFIX] (a data directory is --data)");
+    }
+    let mut config = S3Config::from_url(storage).with_context(|| format!("--storage {storage:?}"))?;
+    if let Some(endpoint) = &args.s3_endpoint {
+        // A typo here would otherwise surface as an obscure connection error.
+        let valid = ["http://", "https://"]
+            .iter()
+            .any(|s| endpoint.strip_prefix(s).is_some_and(|rest| !rest.is_empty()));
+        if !valid {
+            anyhow::bail!("--s3-endpoint {endpoint:?}: expected http://HOST[:PORT] or https://HOST[:PORT]");
+        }
+    }
+    config.endpoint = args.s3_endpoint.clone();
+    config.region = args.s3_region.clone();
+    config.addressing = args.s3_addressing_style.into();
+    // Credentials: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, read by the S3
+    // client from the environment, unless a program embedding berth gave them.
+    if let Some(c) = &args.s3_credentials {
+        config.access_key_id = Some(c.access_key_id.clone());
+        config.secret_access_key = Some(c.secret_access_key.expose().to_owned());
+    }
+    refuse_single_writer_features(args)?;
+    Ok(Some(config))
+}
+
+/// Several berth processes may serve one bucket, and nothing tells a
+/// process that it is alone there. What is only correct with a single
+/// writer (its state is in one process's memory, or in the local data
+/// directory) is refused on S3 rather than quietly wrong.
+fn refuse_single_writer_features(args: &ServeArgs) -> anyhow::Result<()> {
+    let on_s3 = "on S3 storage, where several berth processes may serve the bucket";
+    if !args.sections.quota.is_empty() {
+        anyhow::bail!(
+            "[[quota]] is not supported {on_s3}: a quota's usage is counted in one process's memory; \
+             remove the quota sections (GET /berth/v1/usage still reports what each repository holds)"
+        );
+    }
+    if !args.sections.retention.is_empty() || args.delete_untagged_after.is_some() {
+        anyhow::bail!(
+            "[[retention]] and --delete-untagged-after are not supported {on_s3}: they run in garbage \
+             collection, whose reference gate is in one process's memory, so berth does not collect there"
+        );
+    }
+    if args.upstream_cache_size.is_some() {
+        anyhow::bail!(
+            "--upstream-cache-size is not supported {on_s3}: eviction deletes through garbage \
+             collection's reference gate, which is in one process's memory"
+        );
+    }
+    if args.token && args.token_key.is_none() {
+        anyhow::bail!(
+            "--token {on_s3} needs --token-key: every replica must sign with the same key, and the key \
+             berth would make is kept in the local data directory"
+        );
+    }
+    Ok(())
+}
+
+/// Without credentials the S3 client would ask the EC2 instance metadata
+/// service (169.254.169.254) for some: berth takes them from the AWS tools'
+/// variables (or a web identity token or container credentials, which the
+/// client reads from theirs), and says so rather than reach for the network.
+fn require_credentials(config: &S3Config) -> anyhow::Result<()> {
+    let from_env = [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    ]
+    .iter()
+    .any(|v| std::env::var_os(v).is_some_and(|x| !x.is_empty()));
+    if config.access_key_id.is_none() && !from_env {
+        anyhow::bail!(
+            "S3 storage {}: no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+            config.url()
+        );
+    }
+    Ok(())
+}
+
+/// The opened storage, with what it needs held while the server runs.
+pub enum Storage {
+    Fs { backend: FsBackend, _lock: DataDirLock },
+    S3(S3Backend),
+}
+
+impl Storage {
+    /// Opens the data directory (creating it, and taking its lock) or
+    /// connects to the bucket (failing if it is missing or unreachable).
+    pub async fn open(args: &ServeArgs) -> anyhow::Result<Storage> {
+        if let Some(config) = s3_config(args)? {
+            require_credentials(&config)?;
+            return Ok(Storage::S3(S3Backend::connect(config).await?));
+        }
+        std::fs::create_dir_all(&args.data)
+            .with_context(|| format!("creating the data directory {}", args.data.display()))?;
+        // Before anything is written: a second server on the directory is refused.
+        let lock = DataDirLock::acquire(&args.data)?;
+        Ok(Storage::Fs {
+            backend: FsBackend::with_sync(&args.data, args.sync.into()),
+            _lock: lock,
+        })
+    }
+
+    /// The filesystem backend, for its housekeeping (trash, temporary files).
+    pub fn fs(&self) -> Option<&FsBackend> {
+        match self {
+            Storage::Fs { backend, .. } => Some(backend),
+            Storage::S3(_) => None,
+        }
+    }
+
+    /// Whether this process is the only writer of the storage: the data
+    /// directory's lock makes it so; a bucket may have other replicas.
+    pub fn is_exclusive(&self) -> bool {
+        matches!(self, Storage::Fs { .. })
+    }
+
+    pub fn backend(&self) -> Arc<dyn berth_storage::Backend> {
+        match self {
+            Storage::Fs { backend, .. } => Arc::new(backend.clone()),
+            Storage::S3(backend) => Arc::new(backend.clone()),
+        }
+    }
+
+    /// The storage line of the startup message (no credentials).
+    pub fn describe(&self, args: &ServeArgs) -> String {
+        match self {
+            Storage::Fs { .. } => {
+                let data = std::path::absolute(&args.data).unwrap_or_else(|_| args.data.clone());
+                let sync = match args.sync {
+                    crate::cli::SyncArg::Grouped => "grouped syncs",
+                    crate::cli::SyncArg::PerFile => "per-file syncs",
+                };
+                format!("filesystem {} ({sync})", data.display())
+            }
+            Storage::S3(b) => {
+                let endpoint = b
+                    .config()
+                    .endpoint
+                    .clone()
+                    .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok());
+                format!("S3 {} at {}", b.config().url(), endpoint.as_deref().unwrap_or("AWS S3"))
+            }
+        }
+    }
+}
