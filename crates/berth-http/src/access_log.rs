@@ -3,13 +3,8 @@
 //! duration, written when the response body is finished (or abandoned), so
 //! the duration of a large download is the real one.
 
-use axum::body::Body;
 use axum::extract::Request;
 use axum::response::Response;
-use bytes::Bytes;
-use http_body::{Frame, SizeHint};
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Instant;
 
 /// The peer address of a request's connection, put into the request's
@@ -61,31 +56,29 @@ impl Pending {
         self.auth = Some(record);
     }
 
-    pub fn finish(self, resp: Response) -> Response {
+    /// The line to write when the response body ends (see
+    /// [`crate::body_end`]); `None` when request lines are not logged.
+    pub(crate) fn finish(self, resp: &mut Response) -> Option<Record> {
         if !enabled() {
-            return resp;
+            return None;
         }
-        let status = resp.status().as_u16();
-        let (mut parts, body) = resp.into_parts();
-        let error = parts.extensions.remove::<ErrorSummary>();
-        let logged = LoggedBody {
-            inner: body,
-            record: Some(Record {
-                pending: self,
-                status,
-                error,
-                bytes: 0,
-            }),
-        };
-        Response::from_parts(parts, Body::new(logged))
+        Some(Record {
+            status: resp.status().as_u16(),
+            error: resp.extensions_mut().remove::<ErrorSummary>(),
+            pending: self,
+            bytes: 0,
+        })
     }
 }
 
-struct Record {
+/// A request's log line, written when it drops: when its response body has
+/// ended or was abandoned.
+pub(crate) struct Record {
     pending: Pending,
     status: u16,
     error: Option<ErrorSummary>,
-    bytes: u64,
+    /// Response body bytes sent so far.
+    pub(crate) bytes: u64,
 }
 
 /// Milliseconds rounded to microseconds: `0.027`, not `0.027440000000000003`.
@@ -119,40 +112,6 @@ impl Drop for Record {
             repository = auth.and_then(|a| a.repository.as_deref()),
             access = auth.map(|a| a.access.as_str()),
         );
-    }
-}
-
-struct LoggedBody {
-    inner: Body,
-    record: Option<Record>,
-}
-
-impl http_body::Body for LoggedBody {
-    type Data = Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
-        let this = &mut *self;
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let (Some(data), Some(rec)) = (frame.data_ref(), this.record.as_mut()) {
-                    rec.bytes += data.len() as u64;
-                }
-            }
-            // Finished or failed: log now rather than when the connection lets go of the body.
-            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => this.record = None,
-            Poll::Pending => {}
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }
 

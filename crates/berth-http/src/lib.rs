@@ -10,6 +10,7 @@ mod admin;
 pub mod auth;
 mod blobs;
 mod body;
+mod body_end;
 mod browse;
 pub mod error;
 mod events;
@@ -105,11 +106,9 @@ async fn dispatch(State(state): State<AppState>, mut req: Request) -> Response {
         "docker-distribution-api-version",
         HeaderValue::from_static("registry/2.0"),
     );
-    let resp = log.finish(resp);
-    match observed {
-        Some(o) => o.finish(resp),
-        None => resp,
-    }
+    let line = log.finish(&mut resp);
+    let counting = observed.and_then(|o| o.finish(&resp));
+    body_end::watch(resp, line, counting)
 }
 
 /// The registry API and the token endpoints, behind authentication.

@@ -136,10 +136,9 @@ async fn probe_storage(state: &AppState) -> Result<(), String> {
 /// Bodies up to this size are counted when the response head is ready.
 const SMALL_BODY: u64 = 64 * 1024;
 
-/// One request being counted: in flight from [`Observed::start`] until its
-/// response body ends (or is dropped, or the request is dropped first).
-pub(crate) struct Observed {
-    metrics: Arc<Metrics>,
+/// What is known of a request being counted.
+#[derive(Clone, Copy)]
+struct Counting {
     route: RouteKind,
     method: MethodLabel,
     start: Instant,
@@ -148,22 +147,46 @@ pub(crate) struct Observed {
     bytes: u64,
 }
 
-impl Observed {
-    pub(crate) fn start(metrics: &Arc<Metrics>, route: RouteKind, method: &http::Method) -> Observed {
+impl Counting {
+    fn end(&self, metrics: &Metrics) {
+        let http = &metrics.http;
+        match self.status {
+            0 => http.abandon(),
+            status => http.finish(self.route, self.method, status, self.start.elapsed(), self.bytes),
+        }
+    }
+}
+
+/// One request being counted: in flight from [`Observed::start`] until its
+/// response body ends (or is dropped, or the request is dropped first). It
+/// borrows the metrics from the server's state: no reference count is
+/// touched per request, unless the body outlives the handler
+/// ([`ObservedBody`]).
+pub(crate) struct Observed<'a> {
+    metrics: &'a Arc<Metrics>,
+    /// `None` once handed to an [`ObservedBody`].
+    counting: Option<Counting>,
+}
+
+impl<'a> Observed<'a> {
+    pub(crate) fn start(metrics: &'a Arc<Metrics>, route: RouteKind, method: &http::Method) -> Observed<'a> {
         metrics.http.start();
         Observed {
-            metrics: metrics.clone(),
-            route,
-            method: berth_metrics::http::method(method.as_str()),
-            start: Instant::now(),
-            status: 0,
-            bytes: 0,
+            metrics,
+            counting: Some(Counting {
+                route,
+                method: berth_metrics::http::method(method.as_str()),
+                start: Instant::now(),
+                status: 0,
+                bytes: 0,
+            }),
         }
     }
 
     /// Counts the request body's bytes as they arrive.
     pub(crate) fn count_request_body(&self, req: axum::extract::Request) -> axum::extract::Request {
-        let (metrics, route) = (self.metrics.clone(), self.route);
+        let metrics = self.metrics.clone();
+        let route = self.counting.as_ref().map_or(RouteKind::Other, |c| c.route);
         req.map(|body| {
             Body::new(CountedRequest {
                 inner: body,
@@ -173,69 +196,50 @@ impl Observed {
         })
     }
 
-    /// Keeps counting until the response body is done. A small body of
-    /// known size (a manifest, an error) goes out in one write: it is counted
-    /// now, which spares the request a boxed body wrapper.
-    pub(crate) fn finish(mut self, resp: Response) -> Response {
-        self.status = resp.status().as_u16();
+    /// The response head is known. A small body of known size (a manifest,
+    /// an error) goes out in one write: it is counted now, which spares the
+    /// request a body wrapper. A larger one is counted when it ends: the
+    /// returned [`ObservedBody`] goes with it (see [`crate::body_end`]).
+    pub(crate) fn finish(mut self, resp: &Response) -> Option<ObservedBody> {
+        let mut counting = self.counting.take()?;
+        counting.status = resp.status().as_u16();
         if let Some(len) = http_body::Body::size_hint(resp.body()).exact() {
             if len <= SMALL_BODY {
-                self.bytes = len;
-                return resp; // counted when `self` drops, here
+                counting.bytes = len;
+                counting.end(self.metrics);
+                return None;
             }
         }
-        let (parts, body) = resp.into_parts();
-        Response::from_parts(
-            parts,
-            Body::new(CountedResponse {
-                inner: body,
-                observed: Some(self),
-            }),
-        )
+        Some(ObservedBody {
+            metrics: self.metrics.clone(),
+            counting,
+        })
     }
 }
 
-impl Drop for Observed {
+impl Drop for Observed<'_> {
     fn drop(&mut self) {
-        let http = &self.metrics.http;
-        match self.status {
-            0 => http.abandon(),
-            status => http.finish(self.route, self.method, status, self.start.elapsed(), self.bytes),
+        if let Some(c) = self.counting.take() {
+            c.end(self.metrics);
         }
     }
 }
 
-struct CountedResponse {
-    inner: Body,
-    observed: Option<Observed>,
+/// A request whose response body is still being sent: counted when it drops.
+pub(crate) struct ObservedBody {
+    metrics: Arc<Metrics>,
+    counting: Counting,
 }
 
-impl http_body::Body for CountedResponse {
-    type Data = Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
-        let this = &mut *self;
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let (Some(data), Some(o)) = (frame.data_ref(), this.observed.as_mut()) {
-                    o.bytes += data.len() as u64;
-                }
-            }
-            // Done: count it now, not when the connection lets go of the body.
-            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => this.observed = None,
-            Poll::Pending => {}
-        }
-        polled
+impl ObservedBody {
+    pub(crate) fn add_bytes(&mut self, n: u64) {
+        self.counting.bytes += n;
     }
+}
 
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+impl Drop for ObservedBody {
+    fn drop(&mut self) {
+        self.counting.end(&self.metrics);
     }
 }
 

@@ -3,10 +3,7 @@
 //! authentication failures. Every series exists from the start (a counter that
 //! is still 0 is a fact too), and the request path reaches its series by index.
 
-use crate::Histogram;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use crate::sharded::{shard, CounterFamily, Gauge, HistogramFamily};
 use prometheus_client::registry::{Registry, Unit};
 use std::time::Duration;
 
@@ -103,15 +100,15 @@ type Labels1 = [(&'static str, &'static str); 1];
 
 pub struct HttpMetrics {
     /// [route][method][class]
-    requests: Vec<Counter>,
+    requests: CounterFamily<Labels3>,
     /// [route][method]
-    latency: Vec<Histogram>,
+    latency: HistogramFamily<Labels2>,
     /// [route]
-    bytes_in: Vec<Counter>,
-    bytes_out: Vec<Counter>,
+    bytes_in: CounterFamily<Labels1>,
+    bytes_out: CounterFamily<Labels1>,
     in_flight: Gauge,
     /// [unauthorized, denied]
-    auth_failures: [Counter; 2],
+    auth_failures: CounterFamily<Labels1>,
 }
 
 const R: usize = RouteKind::ALL.len();
@@ -120,111 +117,93 @@ const C: usize = CLASSES.len();
 
 impl HttpMetrics {
     pub(crate) fn new(registry: &mut Registry) -> HttpMetrics {
-        let requests_family = Family::<Labels3, Counter>::default();
-        let latency_family = Family::<Labels2, Histogram, _>::new_with_constructor(|| Histogram::new(LATENCY_BUCKETS));
-        let bytes_in_family = Family::<Labels1, Counter>::default();
-        let bytes_out_family = Family::<Labels1, Counter>::default();
         let mut requests = Vec::with_capacity(R * M * C);
         let mut latency = Vec::with_capacity(R * M);
         for route in RouteKind::ALL {
             for method in METHODS {
                 for class in CLASSES {
-                    requests.push(requests_family.get_or_create_owned(&[
-                        ("route", route.name()),
-                        ("method", method),
-                        ("status", class),
-                    ]));
+                    requests.push([("route", route.name()), ("method", method), ("status", class)]);
                 }
-                latency.push(latency_family.get_or_create_owned(&[("route", route.name()), ("method", method)]));
+                latency.push([("route", route.name()), ("method", method)]);
             }
         }
-        let per_route = |f: &Family<Labels1, Counter>| -> Vec<Counter> {
-            RouteKind::ALL
-                .iter()
-                .map(|r| f.get_or_create_owned(&[("route", r.name())]))
-                .collect()
+        let per_route = || RouteKind::ALL.iter().map(|r| [("route", r.name())]).collect();
+        let m = HttpMetrics {
+            requests: CounterFamily::new(requests),
+            latency: HistogramFamily::new(LATENCY_BUCKETS, latency),
+            bytes_in: CounterFamily::new(per_route()),
+            bytes_out: CounterFamily::new(per_route()),
+            in_flight: Gauge::new(),
+            auth_failures: CounterFamily::new(vec![[("reason", "unauthorized")], [("reason", "denied")]]),
         };
-        let bytes_in = per_route(&bytes_in_family);
-        let bytes_out = per_route(&bytes_out_family);
-        let in_flight = Gauge::default();
-        let auth_family = Family::<Labels1, Counter>::default();
-        let auth_failures = [
-            auth_family.get_or_create_owned(&[("reason", "unauthorized")]),
-            auth_family.get_or_create_owned(&[("reason", "denied")]),
-        ];
         registry.register(
             "http_requests",
             "HTTP requests answered, by route kind, method and status class",
-            requests_family,
+            m.requests.clone(),
         );
         registry.register_with_unit(
             "http_request_duration",
             "Time from a request's arrival to the end of its response body",
             Unit::Seconds,
-            latency_family,
+            m.latency.clone(),
         );
         registry.register_with_unit(
             "http_request_body",
             "Bytes received in request bodies",
             Unit::Bytes,
-            bytes_in_family,
+            m.bytes_in.clone(),
         );
         registry.register_with_unit(
             "http_response_body",
             "Bytes sent in response bodies",
             Unit::Bytes,
-            bytes_out_family,
+            m.bytes_out.clone(),
         );
         registry.register(
             "http_requests_in_flight",
             "Requests received whose response body is not finished",
-            in_flight.clone(),
+            m.in_flight.clone(),
         );
         registry.register(
             "auth_failures",
             "Requests refused by authentication (unauthorized: no or bad credentials) or by the access policy (denied)",
-            auth_family,
+            m.auth_failures.clone(),
         );
-        HttpMetrics {
-            requests,
-            latency,
-            bytes_in,
-            bytes_out,
-            in_flight,
-            auth_failures,
-        }
+        m
     }
 
     /// A request arrived; it is in flight until [`HttpMetrics::finish`] or
     /// [`HttpMetrics::abandon`].
+    #[inline]
     pub fn start(&self) {
-        self.in_flight.inc();
+        self.in_flight.inc(shard());
     }
 
     /// A request's response is done (or its body abandoned after the head).
     pub fn finish(&self, route: RouteKind, method: Method, status: u16, elapsed: Duration, bytes_out: u64) {
+        let shard = shard();
         let (r, m) = (route as usize, method as usize);
         let class = (status / 100).clamp(1, 5) as usize - 1;
-        self.requests[(r * M + m) * C + class].inc();
-        self.latency[r * M + m].observe(elapsed);
+        self.requests.inc_by(shard, (r * M + m) * C + class, 1);
+        self.latency.observe(shard, r * M + m, elapsed);
         if bytes_out > 0 {
-            self.bytes_out[r].inc_by(bytes_out);
+            self.bytes_out.inc_by(shard, r, bytes_out);
         }
-        self.in_flight.dec();
+        self.in_flight.dec(shard);
     }
 
     /// A request that ended without a response (the client went away first).
     pub fn abandon(&self) {
-        self.in_flight.dec();
+        self.in_flight.dec(shard());
     }
 
     pub fn add_bytes_in(&self, route: RouteKind, n: u64) {
-        self.bytes_in[route as usize].inc_by(n);
+        self.bytes_in.inc_by(shard(), route as usize, n);
     }
 
     /// Authentication refused a request: 401 (`denied` false) or 403.
     pub fn auth_failure(&self, denied: bool) {
-        self.auth_failures[denied as usize].inc();
+        self.auth_failures.inc_by(shard(), denied as usize, 1);
     }
 
     /// Requests counted so far for this route kind, method label and class
@@ -232,7 +211,7 @@ impl HttpMetrics {
     pub fn requests(&self, route: RouteKind, method: &str, class: &str) -> u64 {
         let m = self::method(method) as usize;
         let c = CLASSES.iter().position(|x| *x == class).expect("a status class");
-        self.requests[(route as usize * M + m) * C + c].get()
+        self.requests.get((route as usize * M + m) * C + c)
     }
 }
 

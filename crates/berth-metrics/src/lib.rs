@@ -4,11 +4,13 @@
 //! The format, the registry and the metric families come from
 //! `prometheus-client` (the Prometheus project's Rust client). What berth adds
 //! is what the request path needs: every labelled series is created when the
-//! server starts and kept as a handle in an array indexed by small enums, so
-//! counting a request is an array index and an atomic add, with no label
-//! allocation, no hash lookup and no lock. [`Histogram`] is a fixed-bucket
-//! histogram of atomics for the same reason (the crate's own takes a lock per
-//! observation).
+//! server starts, in families indexed by small enums, so counting a request is
+//! an array index and an atomic add, with no label allocation, no hash lookup
+//! and no lock; and the families of the request path ([`sharded`]) keep one
+//! copy of their cells per CPU, so that cores do not fight over the cache
+//! lines of the counters every request adds to. [`Histogram`] is a
+//! fixed-bucket histogram of atomics for metrics updated less often (the
+//! crate's own takes a lock per observation).
 //!
 //! Adding metrics (a proxy's hits, an S3 backend's retries): create them with
 //! `prometheus-client` types or [`Histogram`], keep handles where they are
@@ -18,6 +20,7 @@
 mod histogram;
 pub mod http;
 pub mod registry;
+pub mod sharded;
 pub mod storage;
 
 pub use histogram::Histogram;

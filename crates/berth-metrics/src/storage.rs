@@ -1,9 +1,7 @@
 //! Metrics of storage operations, by operation: how many, how long, how many
 //! failed (an absent object is an answer, not a failure).
 
-use crate::Histogram;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
+use crate::sharded::{shard, CounterFamily, HistogramFamily};
 use prometheus_client::registry::{Registry, Unit};
 use std::time::Duration;
 
@@ -66,57 +64,50 @@ pub const LATENCY_BUCKETS: &[f64] = &[
 type Labels = [(&'static str, &'static str); 1];
 
 pub struct StorageMetrics {
-    ops: Vec<Counter>,
-    errors: Vec<Counter>,
-    latency: Vec<Histogram>,
+    ops: CounterFamily<Labels>,
+    errors: CounterFamily<Labels>,
+    latency: HistogramFamily<Labels>,
 }
 
 impl StorageMetrics {
     pub(crate) fn new(registry: &mut Registry) -> StorageMetrics {
-        let ops_f = Family::<Labels, Counter>::default();
-        let errors_f = Family::<Labels, Counter>::default();
-        let latency_f = Family::<Labels, Histogram, _>::new_with_constructor(|| Histogram::new(LATENCY_BUCKETS));
-        let label = |op: Op| [("operation", op.name())];
-        let ops = Op::ALL.iter().map(|o| ops_f.get_or_create_owned(&label(*o))).collect();
-        let errors = Op::ALL
-            .iter()
-            .map(|o| errors_f.get_or_create_owned(&label(*o)))
-            .collect();
-        let latency = Op::ALL
-            .iter()
-            .map(|o| latency_f.get_or_create_owned(&label(*o)))
-            .collect();
-        registry.register("storage_operations", "Storage operations, by operation", ops_f);
+        let labels = || Op::ALL.iter().map(|op| [("operation", op.name())]).collect();
+        let m = StorageMetrics {
+            ops: CounterFamily::new(labels()),
+            errors: CounterFamily::new(labels()),
+            latency: HistogramFamily::new(LATENCY_BUCKETS, labels()),
+        };
+        registry.register("storage_operations", "Storage operations, by operation", m.ops.clone());
         registry.register(
             "storage_errors",
             "Storage operations that failed (not counting absent objects), by operation",
-            errors_f,
+            m.errors.clone(),
         );
         registry.register_with_unit(
             "storage_operation_duration",
             "Time storage operations took, by operation",
             Unit::Seconds,
-            latency_f,
+            m.latency.clone(),
         );
-        StorageMetrics { ops, errors, latency }
+        m
     }
 
     /// One operation done; `failed` when it failed for another reason than absence.
     pub fn record(&self, op: Op, elapsed: Duration, failed: bool) {
-        let i = op as usize;
-        self.ops[i].inc();
-        self.latency[i].observe(elapsed);
+        let (shard, i) = (shard(), op as usize);
+        self.ops.inc_by(shard, i, 1);
+        self.latency.observe(shard, i, elapsed);
         if failed {
-            self.errors[i].inc();
+            self.errors.inc_by(shard, i, 1);
         }
     }
 
     /// Operations counted so far (for tests).
     pub fn count(&self, op: Op) -> u64 {
-        self.ops[op as usize].get()
+        self.ops.get(op as usize)
     }
 
     pub fn errors(&self, op: Op) -> u64 {
-        self.errors[op as usize].get()
+        self.errors.get(op as usize)
     }
 }
