@@ -132,21 +132,22 @@ python3 bench/throttle.py 0 "$upstream" "$((upstream_rate * 1000000))" >"$work/t
 pids+=($!)
 for _ in $(seq 1 50); do [ -s "$work/throttle.port" ] && break; sleep 0.1; done
 far="127.0.0.1:$(cat "$work/throttle.port")"
+direct_far="$(rate "http://$far/v2/$repo/blobs/$digest")"
 mirror="$(start_berth mirror --upstream "up=http://$far")"
 solo="$(rate "http://$mirror/v2/up/$repo/blobs/$digest")"
 stop mirror
 
 concurrent() { # URL -> per-client MB/s, one per line
-  local url="$1" i
+  local url="$1" i curls=()
   for i in $(seq 1 "$clients"); do
     curl -s -o /dev/null -w '%{speed_download} %{http_code}\n' "$url" >"$work/c.$i" &
+    curls+=($!)
   done
-  wait_for_curls
+  wait "${curls[@]}"
   for i in $(seq 1 "$clients"); do
     awk '$2 != 200 { print "client failed: " $0 > "/dev/stderr" } { printf "%.1f\n", $1 / 1e6 }' "$work/c.$i"
   done
 }
-wait_for_curls() { while pgrep -f "curl -s -o /dev/null -w %{speed_download} %{http_code}" >/dev/null; do sleep 0.2; done; }
 
 before="$(upstream_fetches)"
 mirror="$(start_berth mirror --upstream "up=http://$far")"
@@ -171,7 +172,7 @@ for k in direct berth-cold berth-warm dist-cold dist-warm; do
   printf '%-28s %10s %16s %10s\n' "$k" "$(m "$k")" "$(echo "${runs[$k]}" | range)" \
     "$(awk -v a="$(m "$k")" -v b="$(m direct)" 'BEGIN {printf "%.2fx", a / b}')"
 done
-echo "== $clients concurrent cold pulls, upstream at $upstream_rate MB/s per connection; one uncontended cold pull through berth: $solo MB/s"
+echo "== upstream at $upstream_rate MB/s per connection: direct $direct_far MB/s, one cold pull through berth $solo MB/s ($(awk -v a="$solo" -v b="$direct_far" 'BEGIN {printf "%.2fx", a / b}'))"
 for s in berth dist; do
   f=berth_fetches; [ "$s" = dist ] && f=dist_fetches
   printf '%-28s upstream fetches %s, per-client MB/s median %s (range %s), vs one cold pull %s\n' \
