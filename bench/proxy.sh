@@ -100,7 +100,8 @@ upstream_fetches() {
     "$work/upstream.log" 2>/dev/null | wc -l
 }
 
-# The upstream and its blob (random bytes: nothing compresses them).
+# The upstream and its blob (random bytes: nothing compresses them; the file
+# stays for the local pushes below).
 upstream="$(start_berth upstream)"
 repo="bench/big"
 head -c "$((mib << 20))" /dev/urandom >"$work/blob"
@@ -108,7 +109,6 @@ digest="sha256:$(sha256sum "$work/blob" | cut -d' ' -f1)"
 code="$(curl -s -o /dev/null -w '%{http_code}' -X POST --data-binary @"$work/blob" \
   -H 'Content-Type: application/octet-stream' "http://$upstream/v2/$repo/blobs/uploads/?digest=$digest")"
 [ "$code" = 201 ] || { echo "pushing the blob failed: $code" >&2; exit 1; }
-rm -f "$work/blob"
 
 declare -A runs
 add() { runs[$1]="${runs[$1]:-} $2"; }
@@ -118,12 +118,19 @@ for r in $(seq 1 "$rounds"); do
   mirror="$(start_berth mirror --upstream "up=http://$upstream")"
   add berth-cold "$(rate "http://$mirror/v2/up/$repo/blobs/$digest")"
   add berth-warm "$(rate "http://$mirror/v2/up/$repo/blobs/$digest")"
+  add berth-warm-again "$(rate "http://$mirror/v2/up/$repo/blobs/$digest")"
+  # The same bytes pushed to the mirror itself and read once: a local pull of
+  # a blob just written (berth writes big blobs with O_DIRECT, so this first
+  # read, like the first warm read, comes from the disk, not the page cache).
+  curl -s -o /dev/null -X POST --data-binary @"$work/blob" -H 'Content-Type: application/octet-stream' \
+    "http://$mirror/v2/local/big/blobs/uploads/?digest=$digest"
+  add local-first-read "$(rate "http://$mirror/v2/local/big/blobs/$digest")"
   stop mirror
   dist="$(start_distribution)"
   add dist-cold "$(rate "http://$dist/v2/$repo/blobs/$digest")"
   add dist-warm "$(rate "http://$dist/v2/$repo/blobs/$digest")"
   stop dist
-  echo "round $r:$(for k in direct berth-cold berth-warm dist-cold dist-warm; do printf ' %s %s' "$k" "${runs[$k]##* }"; done)" >&2
+  echo "round $r:$(for k in direct berth-cold berth-warm berth-warm-again local-first-read dist-cold dist-warm; do printf ' %s %s' "$k" "${runs[$k]##* }"; done)" >&2
 done
 
 # 50 concurrent cold pulls through each mirror (one round each), from the
@@ -168,7 +175,7 @@ m() { echo "${runs[$1]}" | median; }
 
 echo "== ${mib} MiB blob, $rounds rounds (median MB/s, range), 2-core machine"
 printf '%-28s %10s %16s %10s\n' "case" "MB/s" "range" "ratio"
-for k in direct berth-cold berth-warm dist-cold dist-warm; do
+for k in direct berth-cold berth-warm berth-warm-again local-first-read dist-cold dist-warm; do
   printf '%-28s %10s %16s %10s\n' "$k" "$(m "$k")" "$(echo "${runs[$k]}" | range)" \
     "$(awk -v a="$(m "$k")" -v b="$(m direct)" 'BEGIN {printf "%.2fx", a / b}')"
 done
