@@ -1,6 +1,7 @@
 //! berth serving from S3 (`--storage s3://BUCKET/PREFIX`) on a real Ceph RGW:
-//! the distribution API round trip, skopeo and docker, two berth processes
-//! sharing one bucket, startup errors, and what berth refuses on S3.
+//! the distribution API round trip, skopeo and docker, two and three berth
+//! processes sharing one bucket (one killed mid-upload), startup errors, and
+//! what berth refuses on S3.
 //!
 //! Ceph is named by `BERTH_TEST_S3_CEPH_*` (scripts/test.sh starts it and sets
 //! them). Without them a test says so and passes, except in CI (`CI=true`),
@@ -334,6 +335,111 @@ async fn two_processes_share_uploads_and_tags() {
         assert_eq!(status, StatusCode::OK, "{}", c.base);
     }
     drop((a, b));
+    engine.remove(&storage);
+}
+
+/// Three replicas on one bucket: an upload begun on A is cut off by A's
+/// `kill -9` in the middle of a chunk; C reports how much of it the bucket
+/// holds and takes the rest, B finishes it, and B and C serve the verified
+/// blob. Then B and C push different manifests to one tag at the same time:
+/// both are acknowledged, and afterwards both replicas read the same one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_survive_a_kill_mid_chunk_and_agree_on_a_raced_tag() {
+    let Some(engine) = S3Engine::ceph() else { return };
+    let storage = engine.unique_storage();
+    let dirs = [(); 3].map(|_| tempfile::tempdir().unwrap());
+    let mut a = replica(&engine, &storage, dirs[0].path());
+    let b = replica(&engine, &storage, dirs[1].path());
+    let c = replica(&engine, &storage, dirs[2].path());
+    let (ca, cb, cc) = (Client::new(&a.url), Client::new(&b.url), Client::new(&c.url));
+    let repo = "s3/three";
+
+    let layer = data(30, (9 << 20) + 777);
+    let layer_digest = sha256(&layer);
+    let loc = ca.start_upload(repo).await;
+    let first = 3 << 20;
+    let r = patch(&ca, &loc, 0, &layer[..first]).await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED, "{}", text(r).await);
+    let loc = location(&r);
+    // A chunk that A is receiving when it is killed: half of it sent, then a pause.
+    let half = first + (1 << 20);
+    let sent: Vec<Result<Vec<u8>, std::io::Error>> = vec![Ok(layer[first..half].to_vec())];
+    let body = futures::StreamExt::chain(
+        futures::stream::iter(sent),
+        futures::stream::once(async {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            Ok(Vec::new())
+        }),
+    );
+    let in_flight = tokio::spawn(
+        ca.req(Method::PATCH, &path_of(&loc))
+            .header("content-type", "application/octet-stream")
+            .body(reqwest::Body::wrap_stream(body))
+            .send(),
+    );
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    a.child.kill().unwrap();
+    a.child.wait().unwrap();
+    assert!(
+        in_flight.await.unwrap().is_err(),
+        "A answered a chunk it never finished"
+    );
+
+    // C: how far the bucket's session got (the acknowledged chunk at least,
+    // the cut-off one at most), then the rest but the last byte; B finishes.
+    let r = cc.get(&path_of(&loc)).await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT, "{}", text(r).await);
+    let range = header(&r, "range").unwrap().to_owned();
+    let held: usize = range.trim_start_matches("0-").parse::<usize>().unwrap() + 1;
+    assert!((first..=half).contains(&held), "the session holds {held} bytes");
+    let r = patch(&cc, &loc, held, &layer[held..layer.len() - 1]).await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED, "{}", text(r).await);
+    let loc = location(&r);
+    let r = cb
+        .req(
+            Method::PUT,
+            &with_query(&path_of(&loc), &format!("digest={layer_digest}")),
+        )
+        .header("content-type", "application/octet-stream")
+        .body(layer[layer.len() - 1..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED, "{}", text(r).await);
+    for client in [&cb, &cc] {
+        let (status, body) = get_bytes(client, &format!("/v2/{repo}/blobs/{layer_digest}")).await;
+        assert_eq!(status, StatusCode::OK, "{}", client.base);
+        assert_eq!(sha256(&body), layer_digest, "{}", client.base);
+    }
+
+    // One tag pushed on B and on C at once, to different manifests.
+    let configs = [1, 2].map(|i| format!(r#"{{"architecture":"amd64","os":"linux","race":{i}}}"#).into_bytes());
+    cb.push_blob(repo, &configs[0]).await;
+    cc.push_blob(repo, &configs[1]).await;
+    let manifests = [0, 1].map(|i| image_manifest(&configs[i], &[&layer]));
+    let (rb, rc) = tokio::join!(
+        cb.put_manifest(repo, "raced", OCI_MANIFEST, &manifests[0]),
+        cc.put_manifest(repo, "raced", OCI_MANIFEST, &manifests[1]),
+    );
+    assert_eq!((rb.status(), rc.status()), (StatusCode::CREATED, StatusCode::CREATED));
+    let digests = [sha256(&manifests[0]), sha256(&manifests[1])];
+    let seen: Vec<String> = futures::future::join_all([&cb, &cc].map(|client| async move {
+        let r = client.head(&format!("/v2/{repo}/manifests/raced")).await;
+        header(&r, "docker-content-digest").unwrap_or_default().to_owned()
+    }))
+    .await;
+    assert_eq!(seen[0], seen[1], "the replicas disagree on the tag");
+    assert!(
+        digests.contains(&seen[0]),
+        "the tag names neither pushed manifest: {}",
+        seen[0]
+    );
+    // Both manifests stay readable by digest (the loser is untagged, not lost).
+    for d in &digests {
+        let (status, _) = get_bytes(&cc, &format!("/v2/{repo}/manifests/{d}")).await;
+        assert_eq!(status, StatusCode::OK, "{d}");
+    }
+    drop((b, c));
     engine.remove(&storage);
 }
 
