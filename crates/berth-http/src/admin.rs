@@ -127,7 +127,7 @@ async fn show_augmentation(reg: &Registry, method: &Method, id: &str) -> Result<
             format!("no augmentation {id:?}"),
         )
     };
-    if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+    if !berth_registry::augment::is_id(id) {
         return Err(unknown());
     }
     let aug = reg.augmentation(id).await?.ok_or_else(unknown)?;

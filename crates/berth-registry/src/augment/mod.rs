@@ -100,9 +100,7 @@ impl Augmentation {
 
     /// Its name: the first 32 hex digits of the SHA-256 of its canonical JSON.
     pub fn id(&self) -> String {
-        let mut h = berth_spec::Algorithm::Sha256.digester();
-        h.update(&self.canonical_json());
-        h.finish().hex()[..ID_LEN].to_owned()
+        Digest::sha256_of(&self.canonical_json()).hex()[..ID_LEN].to_owned()
     }
 
     fn validate(&self) -> Result<()> {
@@ -121,12 +119,16 @@ impl Augmentation {
     }
 }
 
+/// Whether `id` has the form of an augmentation's id (32 lowercase hex digits).
+pub fn is_id(id: &str) -> bool {
+    id.len() == ID_LEN && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
 /// Splits `aug/<id>/<base>` into the id and the base name.
 pub fn split_name(name: &str) -> Option<(&str, &str)> {
     let rest = name.strip_prefix(PREFIX)?.strip_prefix('/')?;
     let (id, base) = rest.split_once('/')?;
-    let is_id = id.len() == ID_LEN && id.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
-    (is_id && !base.is_empty() && split_name(base).is_none() && base != PREFIX && !base.starts_with("aug/"))
+    (is_id(id) && !base.is_empty() && split_name(base).is_none() && base != PREFIX && !base.starts_with("aug/"))
         .then_some((id, base))
 }
 
@@ -161,12 +163,6 @@ fn layer_media_type(l: &InjectedLayer) -> &'static str {
     }
 }
 
-fn digest_of(bytes: &[u8]) -> Digest {
-    let mut h = berth_spec::Algorithm::Sha256.digester();
-    h.update(bytes);
-    h.finish()
-}
-
 impl Registry {
     /// Stores `aug` (whose layers must already be blobs here) and returns its id.
     pub async fn define_augmentation(&self, aug: &Augmentation) -> Result<String> {
@@ -188,7 +184,7 @@ impl Registry {
         let id = aug.id();
         let repo = definition_repository(&id);
         let json = aug.canonical_json();
-        let config = digest_of(&json);
+        let config = Digest::sha256_of(&json);
         let manifest = serde_json::json!({
             "schemaVersion": 2,
             "mediaType": media_type::OCI_MANIFEST,
@@ -203,7 +199,7 @@ impl Registry {
             self.link_blob(&repo, &layer.digest).await?;
         }
         self.store_document(&repo, &config, json, false).await?;
-        let digest = digest_of(&manifest);
+        let digest = Digest::sha256_of(&manifest);
         self.store_document(&repo, &digest, manifest, true).await?;
         let link = Bytes::from(layout::link_content(&digest));
         let tag: Tag = DEFINITION_TAG.parse().expect("a tag");
@@ -389,7 +385,9 @@ impl Registry {
             }
             bytes.extend_from_slice(&chunk);
         }
-        if &digest_of(&bytes) != digest && digest.algorithm() == berth_spec::Algorithm::Sha256 {
+        let mut h = digest.algorithm().digester();
+        h.update(&bytes);
+        if &h.finish() != digest {
             return Err(RegistryError::Upstream(format!(
                 "blob {digest} does not match its digest"
             )));

@@ -96,14 +96,11 @@ pub fn inspect_layer(mut blob: impl Read) -> io::Result<(berth_spec::Digest, boo
     let n = read_full(&mut blob, &mut magic)?;
     let head = io::Cursor::new(magic[..n].to_vec()).chain(blob);
     let compressed = n == 2 && magic == [0x1f, 0x8b];
-    let mut hashed = HashingReader {
-        inner: if compressed {
-            Box::new(flate2::read::MultiGzDecoder::new(head)) as Box<dyn Read>
-        } else {
-            Box::new(head)
-        },
-        digester: berth_spec::Algorithm::Sha256.digester(),
-    };
+    let mut hashed = HashingReader::new(if compressed {
+        Box::new(flate2::read::MultiGzDecoder::new(head)) as Box<dyn Read>
+    } else {
+        Box::new(head)
+    });
     {
         let mut archive = tar::Archive::new(&mut hashed);
         for entry in archive.entries()? {
@@ -126,15 +123,28 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(n)
 }
 
-struct HashingReader<R> {
+/// Hashes (SHA-256) and counts what is read through it.
+pub(super) struct HashingReader<R> {
     inner: R,
-    digester: berth_spec::Digester,
+    pub(super) digester: berth_spec::Digester,
+    pub(super) len: u64,
+}
+
+impl<R> HashingReader<R> {
+    pub(super) fn new(inner: R) -> HashingReader<R> {
+        HashingReader {
+            inner,
+            digester: berth_spec::Algorithm::Sha256.digester(),
+            len: 0,
+        }
+    }
 }
 
 impl<R: Read> Read for HashingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.digester.update(&buf[..n]);
+        self.len += n as u64;
         Ok(n)
     }
 }

@@ -36,10 +36,8 @@ pub struct Document {
 impl Document {
     fn new(value: &Value) -> Document {
         let bytes = Document::canonical_bytes(value);
-        let mut h = berth_spec::Algorithm::Sha256.digester();
-        h.update(&bytes);
         Document {
-            digest: h.finish(),
+            digest: Digest::sha256_of(&bytes),
             bytes,
         }
     }

@@ -4,7 +4,7 @@
 //! API). Either way the bytes are read once to learn the `diff_id`, streamed,
 //! never held whole.
 
-use super::pack;
+use super::pack::{self, HashingReader};
 use super::InjectedLayer;
 use crate::{Registry, RegistryError, Result};
 use berth_spec::{Digest, RepoName};
@@ -34,7 +34,7 @@ impl Registry {
                 return pack::pack_directory(&path, out);
             }
             // A file: read once for what it is, then once more into the store.
-            let mut hashed = HashRead::new(std::io::BufReader::new(std::fs::File::open(&path)?));
+            let mut hashed = HashingReader::new(std::io::BufReader::new(std::fs::File::open(&path)?));
             let (diff_id, compressed) = pack::inspect_layer(&mut hashed)?;
             std::io::copy(&mut hashed, &mut std::io::sink())?;
             let layer = InjectedLayer {
@@ -116,32 +116,6 @@ impl Registry {
             diff_id,
             compressed,
         })
-    }
-}
-
-/// Hashes and counts what is read through it.
-struct HashRead<R> {
-    inner: R,
-    digester: berth_spec::Digester,
-    len: u64,
-}
-
-impl<R> HashRead<R> {
-    fn new(inner: R) -> HashRead<R> {
-        HashRead {
-            inner,
-            digester: berth_spec::Algorithm::Sha256.digester(),
-            len: 0,
-        }
-    }
-}
-
-impl<R: Read> Read for HashRead<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.digester.update(&buf[..n]);
-        self.len += n as u64;
-        Ok(n)
     }
 }
 

@@ -22,7 +22,6 @@ use crate::{Registry, Result};
 use berth_spec::{Digest, Manifest, ManifestKind, RepoName, Tag};
 use berth_storage::layout;
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 /// The bound and what it spares.
@@ -96,10 +95,6 @@ impl Registry {
         };
         cache.insert(digest.clone(), refs.clone());
         Ok(refs)
-    }
-
-    fn mirror_holding(&self, name: &RepoName) -> Option<&Arc<Mirror>> {
-        self.mirrors.iter().find(|m| name.is_under(&m.config.prefix))
     }
 
     /// Evicts least recently pulled images until the cache fits its bound;

@@ -204,9 +204,14 @@ impl Registry {
         self.mirrors.iter().any(|m| m.config.prefix == ns)
     }
 
+    /// The mirror whose prefix holds `name` (or is it).
+    pub(crate) fn mirror_holding(&self, name: &RepoName) -> Option<&Arc<Mirror>> {
+        self.mirrors.iter().find(|m| name.is_under(&m.config.prefix))
+    }
+
     /// The upstream whose prefix holds `name`.
     pub(crate) fn mirror_for(&self, name: &RepoName) -> Option<Proxied> {
-        let m = self.mirrors.iter().find(|m| name.is_under(&m.config.prefix))?;
+        let m = self.mirror_holding(name)?;
         let upstream = name.as_str()[m.config.prefix.len()..]
             .trim_start_matches('/')
             .to_owned();
