@@ -282,8 +282,10 @@ fi
 cases=(
   "manifest GET c64|berth distribution nginx berth-bearer berth-basic|--workload pull-manifest -c 64 -d $dur --warmup"
   "manifest GET c64 metrics on/off|berth berth-nometrics|--workload pull-manifest -c 64 -d $dur --warmup"
+  "GET tag c64|berth distribution nginx|--workload get-tag -c 64 -d $dur --warmup"
   "HEAD tag c64|berth distribution nginx|--workload head-tag -c 64 -d $dur --warmup"
   "1KiB blob GET c64|berth distribution nginx|--workload pull-blob --size 1KiB -c 64 -d $dur --warmup"
+  "1KiB blob HEAD c64|berth distribution nginx|--workload head-blob --size 1KiB -c 64 -d $dur --warmup"
   "10MiB blob GET c8|berth distribution nginx berth-tls|--workload pull-blob --size 10MiB -c 8 -d $dur --warmup"
   "10MiB blob GET c64|berth distribution nginx|--workload pull-blob --size 10MiB -c 64 -d $dur --warmup"
   "$big_pull blob GET c1|berth distribution nginx|--workload pull-blob --size $big_pull -c 1 -n 4 --warmup"
@@ -312,7 +314,7 @@ log "preparing pull data (pushed to both registries, written as files for nginx)
 declare -A prepared=()
 for c in "${cases[@]}"; do
   IFS='|' read -r name targets args <<<"$c"
-  case "$args" in *pull-*|*head-tag*) ;; *) continue ;; esac
+  case "$args" in *pull-*|*head-*|*get-tag*) ;; *) continue ;; esac
   args="${args/--warmup/}"
   args="${args/--discard/}"
   for s in $targets; do

@@ -61,6 +61,8 @@ run --workload pull-blob --size 5MiB --duration 0.5 --concurrency 2 --verify
 run --workload pull-blob --size 5MiB --duration 0.5 --concurrency 2 --discard
 run --workload pull-manifest --duration 0.5 --concurrency 8 --verify
 run --workload head-tag --duration 0.5 --concurrency 8
+run --workload get-tag --duration 0.5 --concurrency 8 --verify
+run --workload head-blob --size 1KiB --duration 0.5 --concurrency 8
 for mode in "" --direct; do
   # shellcheck disable=SC2086
   "$bin/berth-bench" disk-write --size 8MiB --path "$work/disk-write.tmp" --json $mode >/dev/null

@@ -27,13 +27,22 @@ pub enum Workload {
     PushStreamed,
     /// GET blobs by digest.
     PullBlob,
+    /// HEAD blobs by digest (what a pusher asks before uploading a layer).
+    HeadBlob,
     /// GET a manifest by digest.
     PullManifest,
+    /// GET a manifest by tag (what a pull starts with).
+    GetTag,
     /// HEAD a manifest by tag.
     HeadTag,
 }
 
 impl Workload {
+    /// Workloads that read blobs (and set up `--objects` of them).
+    pub fn is_blob_read(self) -> bool {
+        matches!(self, Workload::PullBlob | Workload::HeadBlob)
+    }
+
     pub fn is_push(self) -> bool {
         matches!(
             self,
@@ -248,7 +257,7 @@ pub async fn prepare(cfg: &Config, target: &Target) -> anyhow::Result<Prepared> 
             tokio::task::spawn_blocking(move || digests(keys)).await?,
         )));
     }
-    let objects = if cfg.workload == Workload::PullBlob {
+    let objects = if cfg.workload.is_blob_read() {
         cfg.objects.max(1)
     } else {
         1
@@ -272,7 +281,7 @@ pub async fn prepare(cfg: &Config, target: &Target) -> anyhow::Result<Prepared> 
             }
         }
     }
-    if cfg.workload == Workload::PullBlob {
+    if cfg.workload.is_blob_read() {
         return Ok(Prepared::Blobs(Arc::new(blobs)));
     }
     let config = format!(
@@ -346,6 +355,22 @@ async fn one_op(
         Prepared::Blobs(blobs) => {
             let (key, digest) = &blobs[(idx % blobs.len() as u64) as usize];
             let path = target.path(&format!("{}/blobs/{digest}", cfg.repo));
+            if cfg.workload == Workload::HeadBlob {
+                let resp = conn.send(Method::HEAD, &path, &[], ReqBody::Empty).await?;
+                let resp = expect(resp, StatusCode::OK, "asking for a blob").await?;
+                let announced = resp
+                    .headers()
+                    .get("content-length")
+                    .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+                drain(resp, false).await?;
+                if announced != Some(key.size) {
+                    bail!(
+                        "blob {digest}: HEAD announced {announced:?} bytes, expected {}",
+                        key.size
+                    );
+                }
+                return Ok((1, 0));
+            }
             let resp = conn.send(Method::GET, &path, &[], ReqBody::Empty).await?;
             let resp = expect(resp, StatusCode::OK, "pulling a blob").await?;
             let (len, got) = drain(resp, cfg.verify).await?;
@@ -359,10 +384,10 @@ async fn one_op(
         }
         Prepared::Manifest { digest, len } => {
             let head = cfg.workload == Workload::HeadTag;
-            let (method, reference) = if head {
-                (Method::HEAD, TAG)
-            } else {
-                (Method::GET, digest.as_str())
+            let (method, reference) = match cfg.workload {
+                Workload::HeadTag => (Method::HEAD, TAG),
+                Workload::GetTag => (Method::GET, TAG),
+                _ => (Method::GET, digest.as_str()),
             };
             let path = target.path(&format!("{}/manifests/{reference}", cfg.repo));
             let resp = conn

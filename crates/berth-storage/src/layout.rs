@@ -34,6 +34,7 @@
 //!   self-image/<alg>-<hex of the executable>/<file>                 the cached self image of one berth executable
 //!   trash/<uuid>/                                                    a tree the filesystem backend is deleting
 //!   serve.lock                                                       flock'ed by the one `berth serve` of a data directory; holds its PID
+//!   external-writes                                                  rewritten by `berth import` after it writes into a served directory
 //! ```
 //!
 //! Repository names are validated by [`RepoName`], so they cannot contain
@@ -52,6 +53,23 @@ pub const FS_TRASH: &str = "berth/v1/trash";
 /// The file a filesystem data directory's server holds an exclusive lock
 /// on (see `fs::DataDirLock`), with the holder's PID as its content.
 pub const FS_SERVE_LOCK: &str = "berth/v1/serve.lock";
+
+/// Rewritten (with new content each time) by a process that writes into a
+/// data directory it does not serve, `berth import`: the server watches it and
+/// forgets what it cached of the directory when it changes (see `cached`).
+pub const FS_EXTERNAL_WRITES: &str = "berth/v1/external-writes";
+
+/// Whether a server that is the only writer of its storage may remember the
+/// answer of reading `key`: the links (tags, repository membership) and the
+/// blobs' data, which change only by a put, promote or delete of the key
+/// itself. Not uploads in progress, which grow by appends.
+pub fn is_cacheable(key: &str) -> bool {
+    let Some(rest) = key.strip_prefix(ROOT) else {
+        return false;
+    };
+    (rest.starts_with("/repositories/") && rest.ends_with("/link"))
+        || (rest.starts_with("/blobs/") && rest.ends_with("/data"))
+}
 
 pub fn blob_data(digest: &Digest) -> String {
     let hex = digest.hex();
@@ -226,5 +244,25 @@ mod tests {
         assert_eq!(self_image_dir(&d), format!("berth/v1/self-image/sha256-{h}"));
         assert_eq!(FS_TRASH, "berth/v1/trash");
         assert_eq!(FS_SERVE_LOCK, "berth/v1/serve.lock");
+        assert_eq!(FS_EXTERNAL_WRITES, "berth/v1/external-writes");
+        for cached in [
+            blob_data(&d),
+            layer_link(&n, &d),
+            manifest_revision_link(&n, &d),
+            tag_current_link(&n, &t),
+            tag_index_link(&n, &t, &d),
+        ] {
+            assert!(is_cacheable(&cached), "{cached}");
+        }
+        for not_cached in [
+            upload_data(&n, "u1"),
+            legacy_upload_started_at(&n, "u1"),
+            format!("{r}/_uploads/u1/data"),
+            referrer_entry(&n, &d, &d),
+            FS_EXTERNAL_WRITES.to_owned(),
+            tags_dir(&n),
+        ] {
+            assert!(!is_cacheable(&not_cached), "{not_cached}");
+        }
     }
 }

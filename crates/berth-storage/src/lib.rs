@@ -7,12 +7,14 @@
 //! holds what.
 
 pub mod backend;
+pub mod cached;
 pub mod fs;
 pub mod instrumented;
 pub mod layout;
 pub mod s3;
 
 pub use backend::{AppendWriter, Backend, ByteStream, ObjectBody, ObjectMeta, StorageError};
+pub use cached::Cached;
 pub use fs::{DataDirLock, FsBackend, LockError, SyncMode};
 pub use instrumented::Instrumented;
 pub use s3::{S3Backend, S3Config};

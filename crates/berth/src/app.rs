@@ -139,6 +139,7 @@ pub async fn start(listener: TcpListener, args: &ServeArgs) -> anyhow::Result<Se
         Some(m) => Arc::new(berth_storage::Instrumented::new(storage.backend(), m.clone())),
         None => storage.backend(),
     };
+    let backend = crate::storage::cache_reads(backend, storage.is_exclusive()).await?;
     let config = RegistryConfig {
         upload_max_age: Duration::from_secs(args.upload_max_age_secs),
         allow_sparse_manifests: args.allow_sparse_manifests,

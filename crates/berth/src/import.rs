@@ -8,7 +8,7 @@ use anyhow::{bail, Context};
 use berth_registry::sources::{self, ImageSet, Placement};
 use berth_registry::{Registry, RegistryConfig};
 use berth_spec::{Digest, Manifest, ManifestKind, Reference, RepoName};
-use berth_storage::FsBackend;
+use berth_storage::{layout, Backend, FsBackend};
 use futures::StreamExt;
 use std::sync::Arc;
 
@@ -32,7 +32,8 @@ pub fn run(args: ImportArgs) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async {
-        let registry = Registry::new(Arc::new(FsBackend::new(&args.data)), RegistryConfig::default());
+        let backend = FsBackend::new(&args.data);
+        let registry = Registry::new(Arc::new(backend.clone()), RegistryConfig::default());
         let progress = Arc::new(Progress::new());
         for image in set.named() {
             let root = import_tree(&registry, &set, &image.repo, &image.digest, &progress).await?;
@@ -47,10 +48,29 @@ pub fn run(args: ImportArgs) -> anyhow::Result<()> {
                 )
                 .await
                 .with_context(|| format!("storing the manifest of {}:{}", image.repo, image.tag))?;
+            tell_the_server(&backend).await?;
             println!("imported {}:{} {}", image.repo, image.tag, root);
         }
         Ok(())
     })
+}
+
+/// A server of the directory remembers what it read of it (tags, which
+/// blobs exist): rewriting this marker tells it to forget, so the image just
+/// stored is served within its poll interval. Harmless when no server runs.
+async fn tell_the_server(backend: &FsBackend) -> anyhow::Result<()> {
+    let stamp = format!(
+        "{} {}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos()
+    );
+    backend
+        .put(layout::FS_EXTERNAL_WRITES, stamp.into())
+        .await
+        .context("telling a running server about the import")
 }
 
 /// Imports a manifest's blobs and child manifests (but not the manifest itself)

@@ -5,7 +5,7 @@
 use crate::cli::ServeArgs;
 use crate::config::Secret;
 use anyhow::Context;
-use berth_storage::{DataDirLock, FsBackend, S3Backend, S3Config};
+use berth_storage::{Backend, Cached, DataDirLock, FsBackend, S3Backend, S3Config};
 use std::sync::Arc;
 
 /// S3 credentials handed over by a program that embeds berth (the tests,
@@ -103,6 +103,35 @@ fn require_credentials(config: &S3Config) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// How often a server looks for writes of `berth import` into its data
+/// directory: the longest its read cache may answer as before such a write.
+pub const EXTERNAL_WRITES_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Puts the read cache in front of `backend` when this process is its only
+/// writer (see `berth_storage::cached`), and keeps it honest about `berth
+/// import` writing into the same directory. On shared storage (S3, other
+/// replicas write) reads go to the store every time.
+pub async fn cache_reads(backend: Arc<dyn Backend>, exclusive: bool) -> anyhow::Result<Arc<dyn Backend>> {
+    if !exclusive {
+        return Ok(backend);
+    }
+    let cached = Arc::new(Cached::new(backend));
+    cached.revalidate().await.context("reading the data directory")?;
+    let weak = Arc::downgrade(&cached);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(EXTERNAL_WRITES_POLL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(cached) = weak.upgrade() else { return };
+            if let Err(e) = cached.revalidate().await {
+                tracing::warn!(error = %e, "could not check the data directory for writes of other processes");
+            }
+        }
+    });
+    Ok(cached)
 }
 
 /// The opened storage, with what it needs held while the server runs.

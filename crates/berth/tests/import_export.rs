@@ -258,3 +258,51 @@ fn import_verifies_digests_and_names_the_broken_file() {
     assert!(out.stderr.contains("fine:nope"), "{}", out.describe());
     assert!(!p("out.tar").exists());
 }
+
+/// A running server remembers what it read of its directory (tags, which
+/// blobs exist); `berth import` into that directory tells it to forget, so
+/// what was absent, and a tag the import moves, are served as imported
+/// within the server's poll interval (100 ms).
+#[test]
+fn an_import_into_a_served_directory_is_served_at_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = |n: &str| tmp.path().join(n);
+    let data = p("data");
+    let first = Image::runnable(&unique("h3-ie-live-a"));
+    let second = Image::runnable(&unique("h3-ie-live-b"));
+    let mut a = OciLayout::create(&p("a"));
+    a.add_image("v1", &first);
+    let mut b = OciLayout::create(&p("b"));
+    b.add_image("v1", &second);
+
+    let s = berth(&["--data", &data.display().to_string()]);
+    let manifest = format!("{}/v2/live/manifests/v1", s.url);
+    let layer = format!("{}/v2/live/blobs/{}", s.url, first.layers[0].blob.digest);
+    // Asked before the import, so that the server remembers the absences.
+    assert_eq!(http_get(&manifest).0, 404);
+    assert_eq!(http_get(&layer).0, 404);
+
+    let served_within = |want: &str| {
+        let start = std::time::Instant::now();
+        loop {
+            let (status, body) = http_get(&manifest);
+            if status == 200 && support::images::sha256_digest(&body) == want {
+                return start.elapsed();
+            }
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(3),
+                "not served 3 s after the import: {status}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    };
+    import(&p("a"), &data, Some("live"));
+    let took = served_within(&first.manifest.digest);
+    eprintln!("imported tag served {took:?} after the import ended");
+    assert_eq!(http_get(&layer).0, 200);
+
+    // The import moves the tag: the old digest is not served for long.
+    import(&p("b"), &data, Some("live"));
+    let took = served_within(&second.manifest.digest);
+    eprintln!("moved tag served {took:?} after the import ended");
+}
