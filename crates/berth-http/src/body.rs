@@ -37,6 +37,7 @@ const READ_CHUNK: usize = 128 * 1024;
 pub fn response_body(body: ObjectBody) -> Body {
     match body {
         ObjectBody::Stream { stream, .. } => Body::from_stream(stream),
+        ObjectBody::Bytes(b) => Body::from(b),
         ObjectBody::File { file, offset, len } if len <= SMALL_READ as u64 => match read_small(file, offset, len) {
             Ok(bytes) => Body::from(bytes),
             Err(e) => Body::from_stream(futures::stream::once(async move { Err::<Bytes, _>(e) })),

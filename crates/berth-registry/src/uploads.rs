@@ -446,6 +446,10 @@ async fn hash_body(body: ObjectBody, algorithm: Algorithm) -> Result<Digester> {
             .map_err(|e| RegistryError::Body(std::io::Error::other(e)))?;
             hasher.map_err(|e| RegistryError::Storage(StorageError::io("upload data", e)))
         }
+        ObjectBody::Bytes(b) => {
+            hasher.update(&b);
+            Ok(hasher)
+        }
         ObjectBody::Stream { mut stream, .. } => {
             while let Some(chunk) = stream.next().await {
                 let chunk = chunk.map_err(|e| RegistryError::Storage(StorageError::io("upload data", e)))?;

@@ -72,12 +72,15 @@ pub enum ObjectBody {
     File { file: std::fs::File, offset: u64, len: u64 },
     /// Bytes from anywhere else (an object store's response body).
     Stream { stream: ByteStream, len: u64 },
+    /// Bytes already in memory (a small blob the read cache holds).
+    Bytes(Bytes),
 }
 
 impl ObjectBody {
     pub fn len(&self) -> u64 {
         match self {
             ObjectBody::File { len, .. } | ObjectBody::Stream { len, .. } => *len,
+            ObjectBody::Bytes(b) => b.len() as u64,
         }
     }
 
@@ -93,6 +96,7 @@ impl ObjectBody {
         use std::io::{Read, Seek, SeekFrom};
         let (mut file, offset, len) = match self {
             ObjectBody::Stream { stream, .. } => return stream,
+            ObjectBody::Bytes(b) => return futures::stream::once(async move { Ok(b) }).boxed(),
             ObjectBody::File { file, offset, len } => (file, offset, len),
         };
         let (tx, mut rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(2);

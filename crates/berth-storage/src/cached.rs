@@ -17,8 +17,11 @@
 //! server calls [`Cached::revalidate`] on a short interval and forgets
 //! everything when that file changed (bounded staleness, see ARCHITECTURE.md).
 //! Only [`layout::is_cacheable`] keys are remembered; everything else passes
-//! through. Memory is bounded by a count of entries: when full, the cache is
-//! cleared, which keeps the hot set small and the code obvious.
+//! through. The bytes of small blobs (image configs, small layers: at most
+//! [`SMALL_BLOB`]) are kept too, since a blob's bytes never change under its
+//! key: served from memory they cost no open, read or close. Memory is bounded
+//! by a count of entries and a total of bytes: when either is full, the cache
+//! is cleared, which keeps the hot set small and the code obvious.
 
 use crate::backend::{AppendWriter, Backend, ObjectBody, ObjectMeta, Result, StorageError};
 use crate::layout;
@@ -31,6 +34,12 @@ use std::sync::{Arc, Mutex};
 /// At most this many keys are remembered (each a key of ~150 bytes and a
 /// small value: a few MiB at most).
 const MAX_ENTRIES: usize = 32_768;
+
+/// Blobs up to this size are kept in memory once read...
+pub const SMALL_BLOB: u64 = 16 * 1024;
+
+/// ...up to this many bytes in all.
+const MAX_CONTENT_BYTES: usize = 16 << 20;
 
 pub struct Cached {
     inner: Arc<dyn Backend>,
@@ -45,6 +54,21 @@ struct State {
     epoch: u64,
     /// The content of the external-writes marker last seen.
     external: Option<Bytes>,
+    /// Bytes of blob content held.
+    content_bytes: usize,
+}
+
+impl State {
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.content_bytes = 0;
+    }
+
+    fn remove(&mut self, key: &str) {
+        if let Some(e) = self.entries.remove(key) {
+            self.content_bytes -= e.content.map_or(0, |c| c.len());
+        }
+    }
 }
 
 #[derive(Default, Clone)]
@@ -53,6 +77,8 @@ struct Entry {
     head: Option<Option<ObjectMeta>>,
     /// The answer of `get`, once asked (`None` inside: absent).
     get: Option<Option<Bytes>>,
+    /// The whole object, for small blobs once opened.
+    content: Option<Bytes>,
 }
 
 impl Cached {
@@ -75,7 +101,7 @@ impl Cached {
         let mut state = self.state.lock().unwrap();
         if state.external != now {
             state.external = now;
-            state.entries.clear();
+            state.clear();
             state.epoch += 1;
         }
         Ok(())
@@ -96,16 +122,34 @@ impl Cached {
             return;
         }
         if state.entries.len() >= MAX_ENTRIES && !state.entries.contains_key(key) {
-            state.entries.clear();
+            state.clear();
         }
         fill(state.entries.entry(key.to_owned()).or_default());
+    }
+
+    /// Remembers the bytes of a small blob read while no write ended.
+    fn remember_content(&self, key: &str, epoch: u64, bytes: Bytes) {
+        let mut state = self.state.lock().unwrap();
+        if state.epoch != epoch {
+            return;
+        }
+        if state.content_bytes + bytes.len() > MAX_CONTENT_BYTES
+            || (state.entries.len() >= MAX_ENTRIES && !state.entries.contains_key(key))
+        {
+            state.clear();
+        }
+        state.content_bytes += bytes.len();
+        let entry = state.entries.entry(key.to_owned()).or_default();
+        if let Some(old) = entry.content.replace(bytes) {
+            state.content_bytes -= old.len();
+        }
     }
 
     /// Forgets `key` (after a write of it ended).
     fn forget(&self, key: &str) {
         let mut state = self.state.lock().unwrap();
         state.epoch += 1;
-        state.entries.remove(key);
+        state.remove(key);
     }
 
     /// Forgets every key under `prefix/` (after they were deleted).
@@ -121,7 +165,7 @@ impl Cached {
             .cloned()
             .collect();
         for k in doomed {
-            state.entries.remove(&k);
+            state.remove(&k);
         }
     }
 }
@@ -138,6 +182,21 @@ fn answer<T: Clone>(result: &Result<T>) -> Option<Option<T>> {
 
 fn replay<T>(key: &str, remembered: Option<T>) -> Result<T> {
     remembered.ok_or_else(|| StorageError::NotFound(key.to_owned()))
+}
+
+/// The part `range` (all when `None`) of a whole object held in memory.
+fn part(key: &str, whole: Bytes, range: Option<Range<u64>>) -> Result<ObjectBody> {
+    let size = whole.len() as u64;
+    let range = range.unwrap_or(0..size);
+    if range.start > range.end || range.end > size {
+        return Err(StorageError::RangeNotSatisfiable {
+            key: key.to_owned(),
+            start: range.start,
+            end: range.end,
+            size,
+        });
+    }
+    Ok(ObjectBody::Bytes(whole.slice(range.start as usize..range.end as usize)))
 }
 
 #[async_trait]
@@ -177,7 +236,35 @@ impl Backend for Cached {
     }
 
     async fn open(&self, key: &str, range: Option<Range<u64>>) -> Result<ObjectBody> {
-        self.inner.open(key, range).await
+        if !layout::is_cacheable(key) {
+            return self.inner.open(key, range).await;
+        }
+        let (content, small) = match self.lookup(key, |e| Some((e.content.clone(), e.head))) {
+            Some((content, head)) => (content, matches!(head, Some(Some(m)) if m.size <= SMALL_BLOB)),
+            None => (None, false),
+        };
+        if let Some(whole) = content {
+            return part(key, whole, range);
+        }
+        // Known (from a `head`, which every blob read starts with) to be
+        // small: read it whole, keep it, serve the part asked for.
+        if !small {
+            return self.inner.open(key, range).await;
+        }
+        let epoch = self.epoch();
+        match self.inner.open(key, None).await? {
+            ObjectBody::File { file, offset, len } => {
+                let mut buf = vec![0u8; len as usize];
+                std::os::unix::fs::FileExt::read_exact_at(&file, &mut buf, offset)
+                    .map_err(|e| StorageError::io(key, e))?;
+                let whole = Bytes::from(buf);
+                self.remember_content(key, epoch, whole.clone());
+                part(key, whole, range)
+            }
+            ObjectBody::Bytes(whole) => part(key, whole, range),
+            other if range.is_none() => Ok(other),
+            _ => self.inner.open(key, range).await,
+        }
     }
 
     async fn put(&self, key: &str, data: Bytes) -> Result<()> {
@@ -300,6 +387,39 @@ mod tests {
         // ...offers what it read (the old absence) too late: refused.
         cached.remember(&tag, epoch, |e| e.get = Some(None));
         assert_eq!(&cached.get(&tag).await.unwrap()[..], b"sha256:new");
+    }
+
+    #[tokio::test]
+    async fn small_blobs_are_served_from_memory_until_deleted() {
+        let (_dir, fs, cached) = setup();
+        let (_, blob) = keys();
+        let read = |body: ObjectBody| match body {
+            ObjectBody::Bytes(b) => b,
+            _ => panic!("expected bytes from memory"),
+        };
+        cached.put(&blob, Bytes::from_static(b"0123456789")).await.unwrap();
+        assert_eq!(cached.head(&blob).await.unwrap().size, 10);
+        assert_eq!(&read(cached.open(&blob, Some(2..5)).await.unwrap())[..], b"234");
+        // Gone from disk behind the cache's back: still served, so from memory.
+        fs.delete_prefix(layout::blobs_root().as_str()).await.unwrap();
+        assert_eq!(&read(cached.open(&blob, None).await.unwrap())[..], b"0123456789");
+        assert!(matches!(
+            cached.open(&blob, Some(5..11)).await,
+            Err(StorageError::RangeNotSatisfiable { size: 10, .. })
+        ));
+        // Deleted through it: forgotten, bytes and all.
+        cached.delete_prefix(layout::blobs_root().as_str()).await.unwrap();
+        assert!(matches!(cached.open(&blob, None).await, Err(StorageError::NotFound(_))));
+        assert_eq!(cached.state.lock().unwrap().content_bytes, 0);
+
+        // A big blob is opened as a file every time.
+        let big = Bytes::from(vec![7u8; SMALL_BLOB as usize + 1]);
+        cached.put(&blob, big).await.unwrap();
+        cached.head(&blob).await.unwrap();
+        assert!(matches!(
+            cached.open(&blob, None).await.unwrap(),
+            ObjectBody::File { .. }
+        ));
     }
 
     #[tokio::test]

@@ -344,6 +344,7 @@ fn body_reader<'a>(handle: &'a tokio::runtime::Handle, body: ObjectBody) -> anyh
             file.seek(SeekFrom::Start(offset))?;
             Box::new(std::io::BufReader::with_capacity(1 << 20, file.take(len)))
         }
+        ObjectBody::Bytes(b) => Box::new(std::io::Cursor::new(b)),
         ObjectBody::Stream { mut stream, .. } => {
             let mut pending = bytes::Bytes::new();
             Box::new(FnReader(move |buf: &mut [u8]| {
