@@ -62,10 +62,9 @@ set title '$title'
 set xlabel '$xlabel'
 set ylabel '$ylabel'
 set logscale x
-$([ "$logy" = 1 ] && echo "set logscale y")
+$(if [ "$logy" = 1 ]; then echo "set logscale y"; echo "set key top left"; else echo "set yrange [0:*]"; echo "set key bottom right"; fi)
 set grid
 set termoption noenhanced
-set key top left
 set format x '%.0s%c'
 plot ${joined%, }
 GP
