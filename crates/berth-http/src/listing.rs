@@ -11,9 +11,8 @@ use berth_spec::ErrorCode;
 use http::request::Parts as Request;
 use http::{header, HeaderValue, StatusCode};
 
-/// Applies `last` (exclusive start) and `n` (page size) to a sorted list, and
-/// returns the page plus whether more entries follow it.
-fn paginate(all: Vec<String>, req: &Request) -> Result<(Vec<String>, Option<usize>, bool), ApiError> {
+/// The spec's `n` (page size) and `last` (exclusive start) of a listing.
+fn page_params(req: &Request) -> Result<(Option<usize>, Option<String>), ApiError> {
     let n = match query_param(req, "n") {
         Some(v) => Some(v.parse::<usize>().map_err(|_| {
             ApiError::new(
@@ -24,17 +23,7 @@ fn paginate(all: Vec<String>, req: &Request) -> Result<(Vec<String>, Option<usiz
         })?),
         None => None,
     };
-    let last = query_param(req, "last");
-    let mut items: Vec<String> = match &last {
-        Some(last) => all.into_iter().filter(|t| t.as_str() > last.as_str()).collect(),
-        None => all,
-    };
-    // n=0 asks for an empty page, which must not link to a next one (it would be the same page).
-    let more = n.is_some_and(|n| n > 0 && items.len() > n);
-    if let Some(n) = n {
-        items.truncate(n);
-    }
-    Ok((items, n, more))
+    Ok((n, query_param(req, "last")))
 }
 
 fn link_next(path: &str, n: Option<usize>, last: Option<&String>) -> HeaderValue {
@@ -50,27 +39,27 @@ fn link_next(path: &str, n: Option<usize>, last: Option<&String>) -> HeaderValue
 
 pub async fn tags(reg: &Registry, name: &str, req: &Request) -> Result<Response, ApiError> {
     let name = parse_name(name)?;
-    let all = reg.tags(&name).await?;
-    let (tags, n, more) = paginate(all, req)?;
-    let body = serde_json::to_vec(&serde_json::json!({"name": name.as_str(), "tags": tags})).expect("json");
+    let (n, last) = page_params(req)?;
+    let page = reg.tags_page(&name, last.as_deref(), n).await?;
+    let body = serde_json::to_vec(&serde_json::json!({"name": name.as_str(), "tags": page.tags})).expect("json");
     let mut resp = json_response(body);
-    if more {
-        let link = link_next(&format!("/v2/{name}/tags/list"), n, tags.last());
+    if page.more {
+        let link = link_next(&format!("/v2/{name}/tags/list"), n, page.tags.last());
         resp.headers_mut().insert(header::LINK, link);
     }
     Ok(resp)
 }
 
 pub async fn catalog(reg: &Registry, req: &Request, permit: &Permit) -> Result<Response, ApiError> {
-    let mut all = reg.catalog().await?;
-    // Only what the caller may pull (before paginating, so pages stay full).
-    all.retain(|name| permit.lists(name));
-    let (repos, n, more) = paginate(all, req)?;
-    let body = serde_json::to_vec(&serde_json::json!({"repositories": repos})).expect("json");
+    let (n, last) = page_params(req)?;
+    // Only what the caller may pull (filtered in the walk, so pages stay full);
+    // the walk stops at the end of the page.
+    let page = reg.catalog_page(last.as_deref(), n, |name| permit.lists(name)).await?;
+    let body = serde_json::to_vec(&serde_json::json!({"repositories": page.repositories})).expect("json");
     let mut resp = json_response(body);
-    if more {
+    if page.more {
         resp.headers_mut()
-            .insert(header::LINK, link_next("/v2/_catalog", n, repos.last()));
+            .insert(header::LINK, link_next("/v2/_catalog", n, page.repositories.last()));
     }
     Ok(resp)
 }

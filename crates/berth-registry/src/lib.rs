@@ -22,9 +22,10 @@ mod uploads;
 
 pub use augment::{Augmentation, InjectedLayer};
 pub use blobs::BlobContent;
+pub use catalog::CatalogPage;
 pub use error::{RegistryError, Result};
 pub use gc::{GcOptions, GcReport, GcStep, ProgressHook};
-pub use manifests::{ManifestContent, PutManifest};
+pub use manifests::{ManifestContent, PutManifest, TagsPage};
 pub use proxy::{CacheBound, Credentials, EvictionReport, UpstreamConfig};
 pub use rules::{ImmutableRule, QuotaRule, RetentionRule, Rules, UsageReport};
 pub use source::ImageSource;

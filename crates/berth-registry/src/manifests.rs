@@ -82,6 +82,13 @@ fn parse_link(bytes: &[u8]) -> Option<Digest> {
     std::str::from_utf8(bytes).ok()?.trim().parse().ok()
 }
 
+/// One page of a repository's tags (see [`Registry::tags_page`]).
+#[derive(Debug, PartialEq, Eq)]
+pub struct TagsPage {
+    pub tags: Vec<String>,
+    /// Whether more tags follow this page.
+    pub more: bool,
+}
 impl Registry {
     pub(crate) async fn exists(&self, key: &str) -> Result<bool> {
         match self.backend.head(key).await {
@@ -443,6 +450,19 @@ impl Registry {
 
     /// All tags of a repository, sorted lexically.
     pub async fn tags(&self, name: &RepoName) -> Result<Vec<String>> {
+        Ok(self.tags_page(name, None, None).await?.tags)
+    }
+
+    /// One page of a repository's tags: the first `n` (all without `n`)
+    /// that sort after `last`, and whether more follow.
+    ///
+    /// In storage, only the tags on the page (and one more, to know whether
+    /// another page follows) are checked for a `current/link`: a deep page of
+    /// a repository of 10k tags stats 101 files, not 10k. Listing and
+    /// sorting the tag names stays proportional to the repository.
+    pub async fn tags_page(&self, name: &RepoName, last: Option<&str>, n: Option<usize>) -> Result<TagsPage> {
+        let after = |t: &String| last.is_none_or(|l| t.as_str() > l);
+        let want = n.map_or(usize::MAX, |n| n.saturating_add(1));
         let mut tags = if let Some(source) = self.source_for(name) {
             source.tags(name).await?
         } else if let Some(a) = self.augmented_for_read(name).await? {
@@ -456,11 +476,32 @@ impl Registry {
             if !children.iter().any(|c| c == "_manifests" || c == "_layers") {
                 return Err(RegistryError::NameUnknown(name.clone()));
             }
-            self.resolving_tags(name).await?
+            let mut entries = self.tag_names(name).await?;
+            entries.retain(after);
+            entries.sort();
+            let mut tags = Vec::new();
+            for entry in entries {
+                if tags.len() >= want {
+                    break;
+                }
+                let Ok(tag) = entry.parse::<Tag>() else { continue };
+                // A crash while a tag was being written leaves its directory
+                // without `current/link`, and such a tag does not exist.
+                if self.exists(&layout::tag_current_link(name, &tag)).await? {
+                    tags.push(entry);
+                }
+            }
+            tags
         };
+        tags.retain(after);
         tags.sort();
         tags.dedup();
-        Ok(tags)
+        // n=0 asks for an empty page, which must not link to a next one (it would be the same page).
+        let more = n.is_some_and(|n| n > 0 && tags.len() > n);
+        if let Some(n) = n {
+            tags.truncate(n);
+        }
+        Ok(TagsPage { tags, more })
     }
 
     /// The referrers index of `subject` in `name`, optionally only those of
@@ -494,5 +535,58 @@ impl Registry {
             }
         }
         Ok(referrers_index(&found))
+    }
+}
+
+#[cfg(test)]
+mod tags_page_tests {
+    use crate::{Registry, RegistryConfig};
+    use berth_storage::FsBackend;
+    use std::sync::Arc;
+
+    /// Every page, after every tag and between tags, is the matching slice of
+    /// all tags; a tag left without `current/link` by a crash is on no page
+    /// and does not make a page short.
+    #[tokio::test]
+    async fn pages_are_slices_of_the_sorted_tags() {
+        let dir = tempfile::tempdir().unwrap();
+        let tags_dir = dir
+            .path()
+            .join("docker/registry/v2/repositories/team/app/_manifests/tags");
+        let digest = format!("sha256:{}", "a".repeat(64));
+        let tags = ["1.0", "1.0-rc", "10", "2", "Latest", "latest", "v_1"];
+        for t in tags {
+            std::fs::create_dir_all(tags_dir.join(t).join("current")).unwrap();
+            std::fs::write(tags_dir.join(t).join("current/link"), &digest).unwrap();
+        }
+        std::fs::create_dir_all(tags_dir.join("1.5/index")).unwrap();
+        let reg = Registry::new(Arc::new(FsBackend::new(dir.path())), RegistryConfig::default());
+        let name = "team/app".parse().unwrap();
+        let all = reg.tags(&name).await.unwrap();
+        let mut sorted: Vec<String> = tags.map(String::from).into();
+        sorted.sort();
+        assert_eq!(all, sorted);
+
+        let mut lasts: Vec<Option<String>> = vec![None, Some("".into()), Some("1.5".into()), Some("z".into())];
+        lasts.extend(all.iter().cloned().map(Some));
+        for last in &lasts {
+            let rest: Vec<String> = all
+                .iter()
+                .filter(|t| last.as_ref().is_none_or(|l| *t > l))
+                .cloned()
+                .collect();
+            for n in [None, Some(0), Some(1), Some(2), Some(3), Some(100)] {
+                let page = reg.tags_page(&name, last.as_deref(), n).await.unwrap();
+                let expect: Vec<String> = rest.iter().take(n.unwrap_or(usize::MAX)).cloned().collect();
+                assert_eq!(page.tags, expect, "last {last:?} n {n:?}");
+                assert_eq!(
+                    page.more,
+                    n.is_some_and(|n| n > 0 && rest.len() > n),
+                    "last {last:?} n {n:?}"
+                );
+            }
+        }
+        let missing = reg.tags_page(&"team/none".parse().unwrap(), None, Some(1)).await;
+        assert!(matches!(missing, Err(crate::RegistryError::NameUnknown(_))));
     }
 }
