@@ -620,6 +620,63 @@ mod tests {
         ));
     }
 
+    /// Bytes of a few MiB in pieces of odd sizes, as a request body.
+    fn big_stream(data: &[u8]) -> ByteStream {
+        let pieces: Vec<_> = data.chunks(65_537).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
+        futures::stream::iter(pieces).boxed()
+    }
+
+    fn big_blob(len: usize, seed: u8) -> Vec<u8> {
+        (0..len)
+            .map(|i| (i as u8).wrapping_mul(31) ^ (i >> 9) as u8 ^ seed)
+            .collect()
+    }
+
+    /// Big bodies go through the storage's write pipeline: one whose bytes
+    /// are not its digest is refused and stored nowhere; chunks of odd sizes,
+    /// resumed by a new process, make exactly the blob.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn big_pipelined_pushes_verify_their_digest_and_resume_across_processes() {
+        let (dir, reg) = registry(Duration::from_secs(3600));
+        let name: RepoName = "big/push".parse().unwrap();
+        let data = big_blob((3 << 20) + 12_345, 1);
+        let wrong = Digest::sha256_of(&data[1..]);
+        assert!(matches!(
+            reg.put_blob(&name, &wrong, big_stream(&data)).await,
+            Err(RegistryError::DigestMismatch { .. })
+        ));
+        assert!(!dir.path().join(layout::blob_data(&wrong)).exists());
+        let right = Digest::sha256_of(&data);
+        assert!(!dir.path().join(layout::blob_data(&right)).exists());
+
+        let st = reg.start_upload(&name).await.unwrap();
+        let cut = [(5 << 20) + 7, (7 << 20) + 4099];
+        let data = big_blob((9 << 20) + 1, 2);
+        reg.append_upload(&name, &st.id, Some(0), big_stream(&data[..cut[0]]))
+            .await
+            .unwrap();
+        // Another process (after a restart) takes the session over.
+        drop(reg);
+        let reg = Registry::new(Arc::new(FsBackend::new(dir.path())), RegistryConfig::default());
+        let at = reg
+            .append_upload(&name, &st.id, Some(cut[0] as u64), big_stream(&data[cut[0]..cut[1]]))
+            .await
+            .unwrap();
+        assert_eq!(at.offset, cut[1] as u64);
+        let digest = Digest::sha256_of(&data);
+        reg.finish_upload(
+            &name,
+            &st.id,
+            &digest,
+            Some(cut[1] as u64),
+            Some(big_stream(&data[cut[1]..])),
+        )
+        .await
+        .unwrap();
+        let stored = std::fs::read(dir.path().join(layout::blob_data(&digest))).unwrap();
+        assert!(stored == data, "stored bytes differ");
+    }
+
     #[tokio::test]
     async fn a_finished_or_cancelled_session_stays_closed() {
         let (_dir, reg) = registry(Duration::from_secs(3600));
