@@ -402,12 +402,23 @@ impl Backend for FsBackend {
                 Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => return Ok(()),
                 Err(e) => return Err(StorageError::io(&key, e)),
             }
-            // Nothing creates entries in the trash, so this cannot race, except
-            // with `sweep_trash`, which may have removed the tree already.
-            match fs::remove_dir_all(&moved) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(StorageError::io(&key, e)),
-                _ => Ok(()),
+            // The delete is done: the tree is out of every path. Emptying it
+            // can still race a writer whose path lookup passed through the
+            // tree just before the rename (the kernel then creates its entry
+            // in the moved directory), which makes a removal fail with
+            // "directory not empty". A few tries, then the trash keeps it for
+            // the next start's sweep: never a failed delete.
+            for attempt in 1..=3 {
+                match fs::remove_dir_all(&moved) {
+                    Ok(()) => return Ok(()),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                    Err(e) if attempt == 3 => {
+                        tracing::warn!(key = %key, error = %e, "a deleted tree stays in the trash until the next start");
+                    }
+                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(5)),
+                }
             }
+            Ok(())
         })
         .await
     }
