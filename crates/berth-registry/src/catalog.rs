@@ -22,18 +22,7 @@ impl Registry {
     /// `_manifests`, as in distribution. Directories starting with `_` are
     /// repository internals and never names.
     pub async fn catalog(&self) -> Result<Vec<String>> {
-        let mut repos: Vec<String> = self
-            .stored_repositories()
-            .await?
-            .into_iter()
-            .map(|n| n.to_string())
-            .collect();
-        for source in &self.sources {
-            repos.extend(source.repositories().await?.into_iter().map(|n| n.to_string()));
-        }
-        repos.sort();
-        repos.dedup();
-        Ok(repos)
+        Ok(self.catalog_page(None, None, |_| true).await?.repositories)
     }
 
     /// One page of the catalog: the first `n` repositories (all of them

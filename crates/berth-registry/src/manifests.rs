@@ -434,14 +434,21 @@ impl Registry {
         Ok(self.backend.list(&layout::tags_dir(name)).await?)
     }
 
-    /// The tags of `name` that point at something: a crash while a tag was
-    /// being written leaves its directory without `current/link`, and such a
-    /// tag does not exist. One stat per tag.
+    /// Whether the tag directory `entry` of `name` is a tag: a crash while a
+    /// tag was being written leaves its directory without `current/link`, and
+    /// such a tag does not exist. One stat.
+    async fn tag_resolves(&self, name: &RepoName, entry: &str) -> Result<bool> {
+        let Ok(tag) = entry.parse::<Tag>() else {
+            return Ok(false);
+        };
+        self.exists(&layout::tag_current_link(name, &tag)).await
+    }
+
+    /// The tags of `name` that point at something (one stat per tag).
     pub(crate) async fn resolving_tags(&self, name: &RepoName) -> Result<Vec<String>> {
         let mut tags = Vec::new();
         for entry in self.tag_names(name).await? {
-            let Ok(tag) = entry.parse::<Tag>() else { continue };
-            if self.exists(&layout::tag_current_link(name, &tag)).await? {
+            if self.tag_resolves(name, &entry).await? {
                 tags.push(entry);
             }
         }
@@ -484,10 +491,7 @@ impl Registry {
                 if tags.len() >= want {
                     break;
                 }
-                let Ok(tag) = entry.parse::<Tag>() else { continue };
-                // A crash while a tag was being written leaves its directory
-                // without `current/link`, and such a tag does not exist.
-                if self.exists(&layout::tag_current_link(name, &tag)).await? {
+                if self.tag_resolves(name, &entry).await? {
                     tags.push(entry);
                 }
             }
