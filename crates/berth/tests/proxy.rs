@@ -375,7 +375,25 @@ async fn an_upstream_sending_wrong_bytes_caches_nothing_and_the_client_gets_an_e
     let blob = noise(300_000, 3);
     let digest = sha256_digest(&blob);
     let (upstream, gets) = lying_upstream(blob.len());
-    let (mdir, mirror) = berth_process(&["--upstream", &format!("liar={upstream}")]);
+    // A blob that arrives in one chunk fails before any byte could go out:
+    // that client gets an error status, not a connection that breaks.
+    let small = noise(1000, 4);
+    let small_digest = sha256_digest(&small);
+    let (small_upstream, _) = lying_upstream(small.len());
+    let (mdir, mirror) = berth_process(&[
+        "--upstream",
+        &format!("liar={upstream}"),
+        "--upstream",
+        &format!("small={small_upstream}"),
+    ]);
+    for _ in 0..2 {
+        let r = reqwest::get(format!("{}/v2/small/app/blobs/{small_digest}", mirror.url))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 502);
+        let body: serde_json::Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+        assert_eq!(body["errors"][0]["code"], "UNKNOWN", "{body}");
+    }
     let url = format!("{}/v2/liar/app/blobs/{digest}", mirror.url);
     let client = reqwest::Client::new();
     for attempt in 1..=2 {

@@ -147,8 +147,26 @@ pub(crate) async fn get(reg: &Registry, p: &Proxied, digest: &Digest, asked: Opt
             _ => reg.local_blob(&p.local, digest, asked, false).await,
         };
     };
+    // The response waits for the first byte: a fetch that fails before any
+    // byte went out (a one-chunk blob whose digest is wrong, an upstream that
+    // hangs up) is answered with an error status, not a broken-off body.
+    let mut rx = rx;
+    let first = match rx.recv().await {
+        Some(Ok(chunk)) => chunk,
+        Some(Err(_)) | None => {
+            let end = phase
+                .wait_for(|p| matches!(p, Phase::Committed | Phase::Failed(_)))
+                .await
+                .map(|p| p.clone())
+                .expect("the fetch holds its sender");
+            return match end {
+                Phase::Failed(f) => Err(failure(f, digest)),
+                _ => reg.local_blob(&p.local, digest, asked, false).await,
+            };
+        }
+    };
     let len = range.end - range.start;
-    let stream = live_stream(rx, range.clone());
+    let stream = live_stream(first, rx, range.clone());
     Ok(BlobContent {
         size,
         range,
@@ -166,14 +184,21 @@ fn failure(f: Failure, digest: &Digest) -> RegistryError {
 
 /// The part `range` of the fetched bytes, as they arrive; an error if the
 /// fetch fails or ends before the range is complete.
-fn live_stream(rx: mpsc::Receiver<io::Result<Bytes>>, range: std::ops::Range<u64>) -> berth_storage::ByteStream {
+/// `first` is the chunk already received from `rx`.
+fn live_stream(
+    first: Bytes,
+    rx: mpsc::Receiver<io::Result<Bytes>>,
+    range: std::ops::Range<u64>,
+) -> berth_storage::ByteStream {
     struct State {
+        first: Option<Bytes>,
         rx: mpsc::Receiver<io::Result<Bytes>>,
         pos: u64,
         range: std::ops::Range<u64>,
         done: bool,
     }
     let state = State {
+        first: Some(first),
         rx,
         pos: 0,
         range,
@@ -184,7 +209,11 @@ fn live_stream(rx: mpsc::Receiver<io::Result<Bytes>>, range: std::ops::Range<u64
             if s.done || s.pos >= s.range.end {
                 return None;
             }
-            match s.rx.recv().await {
+            let next = match s.first.take() {
+                Some(chunk) => Some(Ok(chunk)),
+                None => s.rx.recv().await,
+            };
+            match next {
                 Some(Ok(chunk)) => {
                     let start = s.pos;
                     s.pos += chunk.len() as u64;
@@ -234,6 +263,10 @@ impl Task {
             Err(f) => {
                 tracing::warn!(repository = %self.local, digest = %self.digest, error = ?f,
                     "fetching a blob from the upstream failed; nothing cached");
+                // Out of the map before anyone learns of the failure, so that a
+                // client retrying at once starts a new fetch instead of joining
+                // this failed one.
+                self.forget();
                 if let Err(e) = self.backend.delete(&staged).await {
                     tracing::warn!(key = %staged, error = %e, "could not remove a failed fetch's staged bytes");
                 }
@@ -247,6 +280,11 @@ impl Task {
                 drop(self.fetch.seal());
             }
         }
+        self.forget();
+    }
+
+    /// Removes this fetch from the in-flight map (if it is still there).
+    fn forget(&self) {
         let mut map = self.mirror.blob_fetches.0.lock().unwrap();
         if map.get(&self.digest).is_some_and(|f| Arc::ptr_eq(f, &self.fetch)) {
             map.remove(&self.digest);
