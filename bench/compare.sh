@@ -4,10 +4,11 @@
 # machine's ceiling) on 127.0.0.1. Runs the same berth-bench workloads against
 # each, interleaved (A B C A B C ...) for several rounds, takes medians, samples
 # RSS from /proc, measures exec-to-first-200 on /v2/, and prints one table of
-# ratios. Everything it starts it stops again, by PID. A second berth with
-# `--metrics off` ("berth-nometrics") gives the cost of the metrics: the
-# "metrics on/off" case runs the same manifest GETs against both, alternating
-# which goes first from round to round.
+# ratios. Everything it starts it stops again, by PID. Two more berths that
+# differ only in `--metrics off` ("berth-metrics" and "berth-nometrics": both
+# without the self image, on data of their own holding the same image) give
+# the cost of the metrics: the "metrics on/off" case runs the same manifest
+# GETs against both, alternating which goes first from round to round.
 #
 #   bench/compare.sh [--rounds N] [--quick] [--no-build] [--out DIR] [--only REGEX]
 #
@@ -75,7 +76,7 @@ results="$out/results.jsonl"
 declare -A pid url extra
 servers=(berth distribution nginx)
 # berth with authentication or TLS (see the top); not in the startup and RSS rows.
-variants=(berth-bearer berth-basic berth-tls berth-nometrics)
+variants=(berth-bearer berth-basic berth-tls berth-metrics berth-nometrics)
 
 # Stops a process we started (by PID) and waits until it is gone.
 stop_pid() {
@@ -281,7 +282,7 @@ fi
 # name | servers | berth-bench arguments
 cases=(
   "manifest GET c64|berth distribution nginx berth-bearer berth-basic|--workload pull-manifest -c 64 -d $dur --warmup"
-  "manifest GET c64 metrics on/off|berth berth-nometrics|--workload pull-manifest -c 64 -d $dur --warmup"
+  "manifest GET c64 metrics on/off|berth-metrics berth-nometrics|--workload pull-manifest -c 64 -d $dur --warmup"
   "GET tag c64|berth distribution nginx|--workload get-tag -c 64 -d $dur --warmup"
   "HEAD tag c64|berth distribution nginx|--workload head-tag -c 64 -d $dur --warmup"
   "1KiB blob GET c64|berth distribution nginx|--workload pull-blob --size 1KiB -c 64 -d $dur --warmup"

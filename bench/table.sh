@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Prints the comparison table from the JSON lines written by bench/compare.sh:
 # the median over rounds of each metric per server, and the ratios
-# berth/distribution and berth/nginx, and for the metrics on/off pair berth
-# against berth --metrics off. "lower" marks metrics where lower is better.
+# berth/distribution and berth/nginx, and for the metrics on/off pair
+# berth-metrics against berth-nometrics (the same server but for --metrics off). "lower" marks metrics where lower is better.
 set -euo pipefail
 results="${1:?usage: table.sh results.jsonl}"
 
@@ -38,7 +38,7 @@ map(norm) as $rows
   ($cases[] as $c
    | metrics($c)[] as $m
    | ($rows | map(select(.case == $c))) as $r
-   | (if $c | test("^disk") then "disk" else "berth" end) as $main
+   | (if $c | test("^disk") then "disk" elif $c | test("on/off") then "berth-metrics" else "berth" end) as $main
    | ([$r[] | select(.target == $main) | .m[$m]] | median) as $b
    | ([$r[] | select(.target == "distribution") | .m[$m]] | median) as $d
    | ([$r[] | select(.target == "nginx") | .m[$m]] | median) as $n
@@ -49,7 +49,8 @@ map(norm) as $rows
      + [[$rows[] | select(.target == "berth-nometrics") | .m.errors // 0] | add // 0 | tostring, ""])
 | @tsv' "$results" | column -t -s $'\t'
 
-# berth's variants (authentication, TLS), each against plain berth in the same rounds.
+# berth's variants (authentication, TLS), each against plain berth in the same
+# rounds; berth-nometrics against berth-metrics, its twin with the metrics on.
 if jq -e -s 'any(.[]; (.target // "") | startswith("berth-"))' "$results" >/dev/null; then
   echo
   jq -rs '
@@ -60,11 +61,12 @@ def ratio($a; $b): if $a == null or $b == null or $b == 0 then "-" else (($a / $
 def metric: if (.case | test("manifest|HEAD")) then {name: "req/s", v: .requests_per_s}
   else {name: "MB/s", v: .mb_per_s} end;
 . as $all
-| [$all[] | select((.target // "") | startswith("berth-"))] as $vs
+| [$all[] | select((.target // "") | startswith("berth-") and . != "berth-metrics")] as $vs
 | ($vs | map([.case, .target]) | unique) as $pairs
 | ["case", "variant", "metric", "berth", "variant", "variant/berth", "berth range", "variant range", "variant server CPU/GB or us/req"],
   ($pairs[] as [$c, $t]
-   | ($all | map(select(.case == $c and .target == "berth"))) as $b
+   | (if $t == "berth-nometrics" then "berth-metrics" else "berth" end) as $base
+   | ($all | map(select(.case == $c and .target == $base))) as $b
    | ($all | map(select(.case == $c and .target == $t))) as $v
    | ($b[0] | metric | .name) as $m
    | ([$b[] | metric | .v] | median) as $bm
