@@ -474,10 +474,14 @@ fn ctr_pulls_through_a_hosts_toml_mirror_with_ns() {
 
 /// A docker engine of the test's own (data root, exec root, pidfile and
 /// socket in a temporary directory), configured with `daemon.json`; stopped
-/// by its PID when dropped. Its containers get no network: pulls need none.
+/// by its PID when dropped. It runs no containers (pulls need none), but it
+/// gets a bridge of its own: with `--bridge none` dockerd deletes the
+/// machine's `docker0`, and every later `docker run` of the main engine fails
+/// ("could not find bridge docker0").
 struct Dockerd {
     child: std::process::Child,
     socket: String,
+    bridge: String,
     dir: tempfile::TempDir,
 }
 
@@ -488,6 +492,10 @@ impl Dockerd {
         std::fs::write(dir.path().join("daemon.json"), daemon_json).unwrap();
         let socket = p("docker.sock");
         let log = std::fs::File::create(dir.path().join("dockerd.log")).unwrap();
+        let bridge = format!("berthmir{}", std::process::id() % 1_000_000);
+        let ip = |args: &[&str]| support::tools::tool("ip").args(args).ok();
+        ip(&["link", "add", &bridge, "type", "bridge"]);
+        ip(&["addr", "add", "172.31.254.1/24", "dev", &bridge]);
         let mut cmd = std::process::Command::new("dockerd");
         for (flag, value) in [
             ("--config-file", p("daemon.json")),
@@ -499,12 +507,17 @@ impl Dockerd {
             cmd.arg(flag).arg(value);
         }
         let child = cmd
-            .args(["--bridge", "none", "--iptables=false", "--ip-masq=false"])
+            .args(["--bridge", &bridge, "--iptables=false", "--ip-masq=false"])
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
             .expect("dockerd starts");
-        let d = Dockerd { child, socket, dir };
+        let d = Dockerd {
+            child,
+            socket,
+            bridge,
+            dir,
+        };
         let up = support::wait_until(Duration::from_secs(90), || d.docker(&["info"]).run().success());
         assert!(up, "dockerd did not come up: {}", d.log());
         d
@@ -530,12 +543,15 @@ impl Drop for Dockerd {
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         while std::time::Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
-                return;
+                break;
             }
             std::thread::sleep(Duration::from_millis(100));
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .status();
     }
 }
 
