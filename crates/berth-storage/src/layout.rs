@@ -50,6 +50,16 @@ pub const BERTH_ROOT: &str = "berth/v1";
 /// Whatever a crash leaves there is garbage, removed when the server starts.
 pub const FS_TRASH: &str = "berth/v1/trash";
 
+/// Where the filesystem backend writes a file before renaming it into place
+/// (same filesystem, so the rename is atomic). In one directory so that
+/// sweeping what crashes left costs a listing of it, not a walk of the data.
+pub const FS_TEMP: &str = "berth/v1/tmp";
+
+/// Written once a start-up walk of the whole data directory found no
+/// temporary file (`.tmp-*`) left beside its target, where berth before
+/// `FS_TEMP` wrote them: later starts skip the walk.
+pub const FS_SCATTERED_TEMP_SWEPT: &str = "berth/v1/scattered-temp-swept";
+
 /// The file a filesystem data directory's server holds an exclusive lock
 /// on (see `fs::DataDirLock`), with the holder's PID as its content.
 pub const FS_SERVE_LOCK: &str = "berth/v1/serve.lock";
@@ -244,6 +254,8 @@ mod tests {
         assert_eq!(self_image_dir(&d), format!("berth/v1/self-image/sha256-{h}"));
         assert_eq!(FS_TRASH, "berth/v1/trash");
         assert_eq!(FS_SERVE_LOCK, "berth/v1/serve.lock");
+        assert_eq!(FS_TEMP, "berth/v1/tmp");
+        assert_eq!(FS_SCATTERED_TEMP_SWEPT, "berth/v1/scattered-temp-swept");
         assert_eq!(FS_EXTERNAL_WRITES, "berth/v1/external-writes");
         for cached in [
             blob_data(&d),

@@ -131,6 +131,16 @@ pub async fn start(listener: TcpListener, args: &ServeArgs) -> anyhow::Result<Se
                 Err(e) => tracing::warn!(error = %e, "could not empty the trash"),
             }
             sweep_temp_files(&sweeper).await;
+            // Once per data directory: older berths wrote temporary files
+            // beside their targets, and only a walk of everything finds them.
+            match sweeper.sweep_scattered_temp_files(TEMP_FILE_MAX_AGE).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(
+                    files = n,
+                    "removed temporary files an older berth left beside their targets"
+                ),
+                Err(e) => tracing::warn!(error = %e, "could not sweep temporary files of an older berth"),
+            }
         });
     }
     let sweeper_for_run = storage.fs().cloned();
@@ -456,23 +466,24 @@ const MEMORY_TRIM_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Removes stale uploads now and then, and the temporary files of writes
 /// interrupted by a crash (a restart soon after one finds them too young to
-/// be sure no writer holds them, so the start's sweep may leave them).
+/// be sure no writer holds them, so the start's sweep may leave them). The
+/// first round is one interval after the start: the purge walks every
+/// repository, which a restart loop should not repeat at each start.
 fn spawn_upload_purge(
     registry: Arc<Registry>,
     storage: Option<FsBackend>,
     every: Duration,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
-        // The first tick is immediate; the start already swept.
-        tick.tick().await;
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            tick.tick().await;
             match registry.purge_stale_uploads().await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(removed = n, "removed stale uploads"),
                 Err(e) => tracing::warn!(error = %e, "purging stale uploads failed"),
             }
-            tick.tick().await;
             if let Some(storage) = &storage {
                 sweep_temp_files(storage).await;
             }

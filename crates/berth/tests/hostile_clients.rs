@@ -209,7 +209,9 @@ async fn index_sizes_must_be_true(c: &Client, repo: &str, image: &[u8]) {
 /// After a kill -9 in the middle of a tag write, tags/list listed a tag that
 /// did not resolve (its directory held only `index/.../.tmp-*`), and the
 /// temporary file stayed forever. Now only resolving tags are listed, and the
-/// start sweeps temporary files old enough that no live write holds them.
+/// start sweeps temporary files old enough that no live write holds them:
+/// those in berth's temp directory every time, those an older berth wrote
+/// beside their targets once per data directory.
 #[tokio::test(flavor = "multi_thread")]
 async fn interrupted_tag_writes_are_not_listed_and_are_swept() {
     let dir = tempfile::tempdir().unwrap();
@@ -244,6 +246,18 @@ async fn interrupted_tag_writes_are_not_listed_and_are_swept() {
     assert_eq!(listed(Client::new(&s.url)).await, json!(["good"]));
     assert_eq!(c.get(&format!("/v2/{repo}/manifests/broken")).await.status(), 404);
     drop(s);
+    // The first start found no debris beside targets and marked the walk
+    // done; a data directory an older berth wrote has no such mark.
+    let walked = dir.path().join("berth/v1/scattered-temp-swept");
+    assert!(support::wait_until(std::time::Duration::from_secs(10), || walked.exists()));
+    std::fs::remove_file(&walked).unwrap();
+    // What a crash of this berth leaves: a file in its temp directory.
+    let temp = dir.path().join("berth/v1/tmp");
+    let crashed = temp.join(".tmp-00112233445566778899aabbccddeeff");
+    std::fs::write(&crashed, &digest).unwrap();
+    std::fs::File::open(&crashed).unwrap().set_modified(old).unwrap();
+    let live = temp.join(".tmp-ffeeddccbbaa99887766554433221100");
+    std::fs::write(&live, &digest).unwrap();
 
     let s = server_with(&["--data", data]);
     assert!(
@@ -252,6 +266,12 @@ async fn interrupted_tag_writes_are_not_listed_and_are_swept() {
         debris.display()
     );
     assert!(young.join(".tmp-fedcba9876543210").exists());
+    assert!(
+        support::wait_until(std::time::Duration::from_secs(10), || !crashed.exists()),
+        "the start did not sweep {}",
+        crashed.display()
+    );
+    assert!(live.exists());
     assert_eq!(listed(Client::new(&s.url)).await, json!(["good"]));
     // The tag can be written again as usual.
     let (_, digest2) = Client::new(&s.url).push_image(repo, "broken", 5).await;

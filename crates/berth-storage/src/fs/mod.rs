@@ -1,6 +1,7 @@
 //! The filesystem backend: keys are paths below a root directory.
 //!
-//! Durability: every `put` writes a temporary file in the target directory,
+//! Durability: every `put` writes a temporary file (in `layout::FS_TEMP`, one
+//! directory for all, so that sweeping what a crash left costs one listing),
 //! makes it durable, renames it over the target and makes the rename durable;
 //! `promote` renames and makes the rename durable; an `AppendWriter` makes its
 //! bytes durable on `finish`. Bytes are always durable before the rename that
@@ -121,19 +122,48 @@ impl FsBackend {
         .await
     }
 
-    /// Removes the temporary files (`.tmp-*`) that writes interrupted by a
-    /// crash left behind, with the directories that only they kept alive (an
-    /// interrupted tag write leaves `tags/<tag>/index/.../.tmp-*` and nothing
-    /// else). Only files older than `older_than` go: a live write holds its
-    /// temporary file for one write and a sync or two, and one that lost it
-    /// anyway writes it again (as when a delete takes its directory). Walks
-    /// the whole data directory, on a blocking thread; returns how many files.
+    /// Removes the temporary files that writes interrupted by a crash left in
+    /// `layout::FS_TEMP`. Only files older than `older_than` go: a live write
+    /// holds its temporary file for one write and a sync or two. Returns how
+    /// many files.
     pub async fn sweep_temp_files(&self, older_than: std::time::Duration) -> Result<usize> {
-        let root = self.root.clone();
+        let dir = self.root.join(crate::layout::FS_TEMP);
         blocking(move || {
-            let trash = root.join(crate::layout::FS_TRASH);
+            let entries = match fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+                Err(e) => return Err(StorageError::io(crate::layout::FS_TEMP, e)),
+            };
             let now = std::time::SystemTime::now();
             let mut removed = 0;
+            for entry in entries.flatten() {
+                if is_stale(&entry, now, older_than) && fs::remove_file(entry.path()).is_ok() {
+                    removed += 1;
+                }
+            }
+            Ok(removed)
+        })
+        .await
+    }
+
+    /// Removes the temporary files (`.tmp-*`) that berth before
+    /// `layout::FS_TEMP` wrote beside their targets and a crash left there,
+    /// with the directories that only they kept alive (an interrupted tag
+    /// write left `tags/<tag>/index/.../.tmp-*` and nothing else). Walks the
+    /// whole data directory on a blocking thread, once: when the walk leaves
+    /// no such file behind (none younger than `older_than`), it writes
+    /// `layout::FS_SCATTERED_TEMP_SWEPT` and later calls return at once.
+    /// Returns how many files it removed.
+    pub async fn sweep_scattered_temp_files(&self, older_than: std::time::Duration) -> Result<usize> {
+        let root = self.root.clone();
+        blocking(move || {
+            let marker = root.join(crate::layout::FS_SCATTERED_TEMP_SWEPT);
+            if marker.exists() || !root.exists() {
+                return Ok(0);
+            }
+            let skip = [root.join(crate::layout::FS_TRASH), root.join(crate::layout::FS_TEMP)];
+            let now = std::time::SystemTime::now();
+            let (mut removed, mut left) = (0, 0);
             let mut dirs = vec![root.to_path_buf()];
             while let Some(dir) = dirs.pop() {
                 let entries = match fs::read_dir(&dir) {
@@ -147,7 +177,7 @@ impl FsBackend {
                     let path = entry.path();
                     let Ok(kind) = entry.file_type() else { continue };
                     if kind.is_dir() {
-                        if path != trash {
+                        if !skip.contains(&path) {
                             dirs.push(path);
                         }
                         continue;
@@ -155,19 +185,20 @@ impl FsBackend {
                     if !entry.file_name().as_encoded_bytes().starts_with(b".tmp-") {
                         continue;
                     }
-                    let stale = entry
-                        .metadata()
-                        .and_then(|m| m.modified())
-                        .map(|t| now.duration_since(t).is_ok_and(|age| age > older_than))
-                        .unwrap_or(false);
-                    if stale && fs::remove_file(&path).is_ok() {
+                    if is_stale(&entry, now, older_than) && fs::remove_file(&path).is_ok() {
                         removed += 1;
                         emptied = true;
+                    } else {
+                        left += 1;
                     }
                 }
                 if emptied {
                     remove_empty_ancestors(&root, &dir);
                 }
+            }
+            if left == 0 {
+                write_atomic(&root, &marker, b"", false)
+                    .map_err(|e| StorageError::io(crate::layout::FS_SCATTERED_TEMP_SWEPT, e))?;
             }
             Ok(removed)
         })
@@ -215,6 +246,15 @@ fn remove_empty_ancestors(root: &Path, dir: &Path) {
     }
 }
 
+/// Whether a directory entry was last modified more than `older_than` ago.
+fn is_stale(entry: &fs::DirEntry, now: std::time::SystemTime, older_than: std::time::Duration) -> bool {
+    entry
+        .metadata()
+        .and_then(|m| m.modified())
+        .map(|t| now.duration_since(t).is_ok_and(|age| age > older_than))
+        .unwrap_or(false)
+}
+
 fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
@@ -244,40 +284,51 @@ fn with_parent<T>(path: &Path, mut op: impl FnMut(&Path) -> io::Result<T>) -> io
 }
 
 /// Atomic write: temp file, fsync, rename, fsync directory (the syncs only
-/// when `durable`). Written again if a concurrent `delete_prefix` took the
-/// directory, temporary file included, before the rename.
-fn write_atomic(path: &Path, data: &[u8], durable: bool) -> io::Result<()> {
-    let mut attempt = 0;
-    loop {
-        let tmp = write_temp(path, data, durable)?;
-        match publish(&tmp, path, durable) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound && attempt < PARENT_RETRIES => attempt += 1,
-            r => return r,
+/// when `durable`).
+fn write_atomic(root: &Path, path: &Path, data: &[u8], durable: bool) -> io::Result<()> {
+    let tmp = write_temp(root, data, durable)?;
+    publish(&tmp, path, durable)
+}
+
+/// Writes `data` to a new file in `layout::FS_TEMP` of `root`, and returns its path.
+fn write_temp(root: &Path, data: &[u8], durable: bool) -> io::Result<PathBuf> {
+    let dir = root.join(crate::layout::FS_TEMP);
+    let tmp = dir.join(format!(".tmp-{}", uuid::Uuid::new_v4().simple()));
+    let mut file = match File::create(&tmp) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            fs::create_dir_all(&dir)?;
+            File::create(&tmp)?
         }
+        r => r?,
+    };
+    let result = file.write_all(data).and_then(|()| match durable {
+        true => file.sync_data(),
+        false => Ok(()),
+    });
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
     }
+    result.map(|()| tmp)
 }
 
-/// Writes `data` to a new temporary file beside `path`, and returns its path.
-fn write_temp(path: &Path, data: &[u8], durable: bool) -> io::Result<PathBuf> {
-    with_parent(path, |parent| {
-        let tmp = parent.join(format!(".tmp-{}", uuid::Uuid::new_v4().simple()));
-        let result = File::create(&tmp).and_then(|mut f| {
-            f.write_all(data)?;
-            if durable {
-                f.sync_data()?;
-            }
-            Ok(())
-        });
-        if result.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        result.map(|()| tmp.clone())
-    })
-}
-
-/// Renames a temporary file over `path`; with `durable`, fsyncs the directory.
+/// Renames a temporary file over `path`, creating `path`'s parent directories
+/// when they are missing (again if a concurrent `delete_prefix` removes them
+/// meanwhile: removing an emptied tag or upload directory while another
+/// request writes into it is normal); with `durable`, fsyncs the directory.
 fn publish(tmp: &Path, path: &Path, durable: bool) -> io::Result<()> {
-    let result = fs::rename(tmp, path).and_then(|()| match durable {
+    let mut attempt = 0;
+    let result = loop {
+        match fs::rename(tmp, path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound && attempt < PARENT_RETRIES => {
+                attempt += 1;
+                if let Err(e) = create_parent(path) {
+                    break Err(e);
+                }
+            }
+            r => break r,
+        }
+    };
+    let result = result.and_then(|()| match durable {
         true => sync_dir(path.parent().expect("storage paths have a parent")),
         false => Ok(()),
     });
@@ -338,39 +389,29 @@ impl Backend for FsBackend {
     async fn put(&self, key: &str, data: Bytes) -> Result<()> {
         let path = self.path(key);
         let owned = key.to_owned();
+        let root = self.root.clone();
         if self.sync.per_file() {
-            return blocking(move || write_atomic(&path, &data, true).map_err(|e| StorageError::io(&owned, e))).await;
+            return blocking(move || write_atomic(&root, &path, &data, true).map_err(|e| StorageError::io(&owned, e)))
+                .await;
         }
         // Two commits: the bytes must be durable before the rename that
         // publishes them, or a crash could leave the key holding torn bytes
         // (for a tag, losing the old value as well as the new).
-        let mut attempt = 0;
-        loop {
-            let (path, data, owned) = (path.clone(), data.clone(), owned.clone());
-            let (tmp, dst) = blocking(move || {
-                let tmp = write_temp(&path, &data, false).map_err(|e| StorageError::io(&owned, e))?;
-                Ok((tmp, path))
-            })
-            .await?;
-            if let Err(e) = self.sync.commit(key).await {
-                let _ = fs::remove_file(&tmp);
-                return Err(e);
-            }
-            // One rename, on this thread: cheaper than another trip to the blocking pool.
-            match publish(&tmp, &dst, false) {
-                Ok(()) => return self.sync.commit(key).await,
-                // A concurrent `delete_prefix` took the directory, temporary
-                // file included, while it was committed: write again, after it.
-                Err(e) if e.kind() == io::ErrorKind::NotFound && attempt < PARENT_RETRIES => attempt += 1,
-                Err(e) => return Err(StorageError::io(key, e)),
-            }
+        let tmp = blocking(move || write_temp(&root, &data, false).map_err(|e| StorageError::io(&owned, e))).await?;
+        if let Err(e) = self.sync.commit(key).await {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
         }
+        // One rename, on this thread: cheaper than another trip to the blocking pool.
+        publish(&tmp, &path, false).map_err(|e| StorageError::io(key, e))?;
+        self.sync.commit(key).await
     }
 
     async fn put_ephemeral(&self, key: &str, data: Bytes) -> Result<()> {
         let path = self.path(key);
         let key = key.to_owned();
-        blocking(move || write_atomic(&path, &data, false).map_err(|e| StorageError::io(&key, e))).await
+        let root = self.root.clone();
+        blocking(move || write_atomic(&root, &path, &data, false).map_err(|e| StorageError::io(&key, e))).await
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
@@ -656,11 +697,44 @@ mod tests {
         b.delete_prefix("r/tags/absent").await.unwrap();
     }
 
-    /// What a crash in the middle of a tag write leaves is swept, with the
-    /// directories only it kept; a young temporary file (a live write's) and
-    /// everything else stay.
+    /// Writes leave nothing in the temp directory; what a crash left there is
+    /// swept once it is old, a young file (a live write's) stays.
     #[tokio::test]
     async fn stale_temp_files_are_swept() {
+        let (d, b) = backend();
+        let hour = std::time::Duration::from_secs(3600);
+        let old = std::time::SystemTime::now() - 2 * hour;
+        b.put("r/_manifests/tags/t/current/link", Bytes::from_static(b"d"))
+            .await
+            .unwrap();
+        b.put_ephemeral("r/_uploads/u/hashstate", Bytes::from_static(b"h"))
+            .await
+            .unwrap();
+        let temp = d.path().join(crate::layout::FS_TEMP);
+        assert_eq!(
+            fs::read_dir(&temp).unwrap().count(),
+            0,
+            "a finished write leaves no temporary file"
+        );
+        File::create(temp.join(".tmp-crashed"))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        fs::write(temp.join(".tmp-live"), b"being written").unwrap();
+        assert_eq!(b.sweep_temp_files(hour).await.unwrap(), 1);
+        assert!(!temp.join(".tmp-crashed").exists());
+        assert!(temp.join(".tmp-live").exists());
+        assert_eq!(b.sweep_temp_files(hour).await.unwrap(), 0);
+        let gone = FsBackend::new(d.path().join("absent"));
+        assert_eq!(gone.sweep_temp_files(hour).await.unwrap(), 0);
+    }
+
+    /// What a crash in the middle of a tag write of an older berth left beside
+    /// the tag is swept, with the directories only it kept; a young temporary
+    /// file and everything else stay. Once nothing is left, the walk is
+    /// marked done and not repeated.
+    #[tokio::test]
+    async fn scattered_temp_files_are_swept_once() {
         let (d, b) = backend();
         let hour = std::time::Duration::from_secs(3600);
         let old = std::time::SystemTime::now() - 2 * hour;
@@ -687,7 +761,7 @@ mod tests {
         fs::create_dir_all(&trash).unwrap();
         File::create(trash.join(".tmp-4")).unwrap().set_modified(old).unwrap();
 
-        assert_eq!(b.sweep_temp_files(hour).await.unwrap(), 2);
+        assert_eq!(b.sweep_scattered_temp_files(hour).await.unwrap(), 2);
         let mut tags = b.list("r/_manifests/tags").await.unwrap();
         tags.sort();
         assert_eq!(tags, ["good", "half", "live"]);
@@ -695,10 +769,19 @@ mod tests {
         assert!(b.head("r/_manifests/tags/half/index/sha256/cd/link").await.is_ok());
         assert!(live.join(".tmp-3").exists());
         assert!(trash.join(".tmp-4").exists(), "the trash is swept on its own");
-        assert_eq!(b.sweep_temp_files(hour).await.unwrap(), 0);
+        let marker = d.path().join(crate::layout::FS_SCATTERED_TEMP_SWEPT);
+        assert!(!marker.exists(), "a young file is left: the walk must come again");
+        fs::remove_file(live.join(".tmp-3")).unwrap();
+        assert_eq!(b.sweep_scattered_temp_files(hour).await.unwrap(), 0);
+        assert!(marker.exists());
+        // Marked: an old file that turns up now is not looked for.
+        fs::create_dir_all(&tag).unwrap();
+        File::create(tag.join(".tmp-5")).unwrap().set_modified(old).unwrap();
+        assert_eq!(b.sweep_scattered_temp_files(hour).await.unwrap(), 0);
+        assert!(tag.join(".tmp-5").exists());
         // Nothing to sweep in a data directory that does not exist yet.
         let gone = FsBackend::new(d.path().join("absent"));
-        assert_eq!(gone.sweep_temp_files(hour).await.unwrap(), 0);
+        assert_eq!(gone.sweep_scattered_temp_files(hour).await.unwrap(), 0);
     }
 
     #[tokio::test]
