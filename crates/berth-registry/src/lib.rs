@@ -18,6 +18,7 @@ pub mod proxy;
 pub mod rules;
 pub mod source;
 pub mod sources;
+mod stream_hasher;
 mod uploads;
 
 pub use augment::{Augmentation, InjectedLayer};
