@@ -23,6 +23,8 @@
 # (installed with apt-get when missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 export PATH="$HOME/.cargo/bin:/usr/sbin:/sbin:$PATH"
 
 rounds=3
@@ -78,19 +80,6 @@ servers=(berth distribution nginx)
 # berth with authentication or TLS (see the top); not in the startup and RSS rows.
 variants=(berth-bearer berth-basic berth-tls berth-metrics berth-nometrics)
 
-# Stops a process we started (by PID) and waits until it is gone.
-stop_pid() {
-  local p="$1"
-  [ -n "$p" ] || return 0
-  kill "$p" 2>/dev/null || return 0
-  for _ in $(seq 1 100); do
-    [ -e "/proc/$p" ] || return 0
-    # Reparented processes may linger as zombies until init reaps them.
-    [ "$(awk '{print $3}' "/proc/$p/stat" 2>/dev/null)" = Z ] && return 0
-    sleep 0.1
-  done
-  kill -9 "$p" 2>/dev/null || true
-}
 
 cleanup() {
   for s in "${servers[@]}" "${variants[@]}"; do stop_pid "${pid[$s]:-}"; done
@@ -126,25 +115,7 @@ mkdir -p "$work/data-berth" "$work/data-distribution" "$work/static/v2" "$work/n
 
 # Per-request logging is off for both registries: berth --log warn, distribution
 # at level error with its access log disabled. nginx: access_log off.
-cat >"$work/distribution.yml" <<YAML
-version: 0.1
-log:
-  level: error
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: $work/data-distribution
-  cache:
-    blobdescriptor: inmemory
-  delete:
-    enabled: true
-  maintenance:
-    uploadpurging:
-      enabled: false
-http:
-  addr: 127.0.0.1:$port_distribution
-YAML
+distribution_config "$work/distribution.yml" "$work/data-distribution" "127.0.0.1:$port_distribution"
 
 printf '{}' >"$work/static/v2/index.json"
 cat >"$work/nginx.conf" <<NGINX

@@ -20,6 +20,8 @@
 # Needs curl, docker-registry (Debian's CNCF distribution), jq.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 rounds="${1:-3}"
 mib="${2:-100}"
 upstream_rate="${3:-40}"
@@ -63,22 +65,7 @@ start_berth() {
 start_distribution() { # -> prints the address
   local port; port="$(free_port)"
   rm -rf "$work/dist-data"; mkdir -p "$work/dist-data"
-  cat >"$work/dist.yml" <<YAML
-version: 0.1
-log:
-  level: error
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: $work/dist-data
-  cache:
-    blobdescriptor: inmemory
-http:
-  addr: 127.0.0.1:$port
-proxy:
-  remoteurl: http://$upstream
-YAML
+  distribution_config "$work/dist.yml" "$work/dist-data" "127.0.0.1:$port" "proxy:" "  remoteurl: http://$upstream"
   docker-registry serve "$work/dist.yml" >"$work/dist.log" 2>&1 &
   pids+=($!)
   echo $! >"$work/dist.pid"

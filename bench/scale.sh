@@ -27,6 +27,8 @@
 # Needs: docker-registry, jq, curl, python3 (installed with apt-get when missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 export PATH="/usr/sbin:/sbin:$PATH"
 
 stages="1000:100:10000 10000:1000:100000 100000:10000:500000"
@@ -68,17 +70,6 @@ mkdir -p "$data"
 server_pid=""
 locked=0
 
-stop_pid() { # stops a process we started, by PID, and waits until it is gone
-  local p="$1"
-  [ -n "$p" ] || return 0
-  kill "$p" 2>/dev/null || return 0
-  for _ in $(seq 1 100); do
-    [ -e "/proc/$p" ] || return 0
-    [ "$(awk '{print $3}' "/proc/$p/stat" 2>/dev/null)" = Z ] && return 0
-    sleep 0.1
-  done
-  kill -9 "$p" 2>/dev/null || true
-}
 cleanup() {
   stop_pid "$server_pid"
   [ "$locked" = 0 ] || rm -f /tmp/scale-bench.lock
@@ -89,25 +80,7 @@ trap 'exit 130' INT TERM
 
 port="$("$bench" free-port)"
 url="http://127.0.0.1:$port"
-cat >"$work/distribution.yml" <<YAML
-version: 0.1
-log:
-  level: error
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: $data
-  cache:
-    blobdescriptor: inmemory
-  delete:
-    enabled: true
-  maintenance:
-    uploadpurging:
-      enabled: false
-http:
-  addr: 127.0.0.1:$port
-YAML
+distribution_config "$work/distribution.yml" "$data" "127.0.0.1:$port"
 
 server_cmd() {
   case "$1" in
