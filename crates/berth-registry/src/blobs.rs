@@ -85,6 +85,18 @@ impl Registry {
             None => 0..size,
             Some(r) => r.resolve(size).ok_or(RegistryError::RangeNotSatisfiable { size })?,
         };
+        if let (false, Some(expires_in)) = (head_only, self.config.blob_redirect) {
+            // The client fetches the bytes (and its Range) from the store
+            // itself: they never pass through this process.
+            if let Some(url) = self.backend.presigned_get(&key, expires_in).await? {
+                return Ok(BlobContent {
+                    size,
+                    range,
+                    body: None,
+                    redirect: Some(url),
+                });
+            }
+        }
         let body = if head_only {
             None
         } else {

@@ -60,6 +60,10 @@ pub struct RegistryConfig {
     /// collection's reference gate is in memory, so a pass that deletes is
     /// refused when other processes may be pushing.
     pub exclusive_storage: bool,
+    /// Answer blob GETs with a redirect to a presigned URL of the store, valid
+    /// this long, instead of streaming the bytes (`--redirect`; only where
+    /// the backend signs URLs: S3). HEAD is answered here all the same.
+    pub blob_redirect: Option<Duration>,
 }
 
 impl Default for RegistryConfig {
@@ -73,6 +77,7 @@ impl Default for RegistryConfig {
             rules: Rules::default(),
             upstream_cache: None,
             exclusive_storage: true,
+            blob_redirect: None,
         }
     }
 }

@@ -174,4 +174,13 @@ pub trait Backend: Send + Sync + 'static {
     /// Moves the staged object `from` to `to` (replacing it) and removes `from`.
     /// Filesystems rename; object stores copy then delete.
     async fn promote(&self, from: &str, to: &str) -> Result<()>;
+
+    /// A URL at which a client may GET the object `key` itself (ranges too)
+    /// for `expires_in`, so that its bytes bypass berth: an object store's
+    /// presigned URL. `None` when the backend has none (the filesystem). No
+    /// request to the store: the caller has checked that the object exists.
+    async fn presigned_get(&self, key: &str, expires_in: std::time::Duration) -> Result<Option<String>> {
+        let _ = (key, expires_in);
+        Ok(None)
+    }
 }

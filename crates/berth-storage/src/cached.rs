@@ -301,6 +301,10 @@ impl Backend for Cached {
         self.inner.append(key, offset).await
     }
 
+    async fn presigned_get(&self, key: &str, expires_in: std::time::Duration) -> Result<Option<String>> {
+        self.inner.presigned_get(key, expires_in).await
+    }
+
     async fn promote(&self, from: &str, to: &str) -> Result<()> {
         let result = self.inner.promote(from, to).await;
         self.forget(from);

@@ -71,6 +71,11 @@ impl Backend for Instrumented {
         timed(&self.metrics, Op::List, self.inner.list(prefix)).await
     }
 
+    async fn presigned_get(&self, key: &str, expires_in: std::time::Duration) -> Result<Option<String>> {
+        // Signing is local computation, not a store operation: not timed.
+        self.inner.presigned_get(key, expires_in).await
+    }
+
     async fn append(&self, key: &str, offset: u64) -> Result<Box<dyn AppendWriter>> {
         let writer = timed(&self.metrics, Op::Append, self.inner.append(key, offset)).await?;
         Ok(Box::new(InstrumentedWriter {

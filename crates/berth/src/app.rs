@@ -162,6 +162,7 @@ pub async fn start(listener: TcpListener, args: &ServeArgs) -> anyhow::Result<Se
             protect: args.upstream_cache_protect,
         }),
         exclusive_storage: storage.is_exclusive(),
+        blob_redirect: args.redirect.then_some(args.redirect_expiry),
     };
     let mut registry = Registry::new(backend.clone(), config);
     if let Some(m) = &metrics {

@@ -136,6 +136,18 @@ pub struct ServeArgs {
     #[arg(long, env = "BERTH_S3_ADDRESSING_STYLE", value_enum, default_value_t = S3AddressingArg::Path)]
     pub s3_addressing_style: S3AddressingArg,
 
+    /// Answer blob GETs with 307 to a presigned URL of the store, so the
+    /// bytes go from the store to the client without passing through berth
+    /// (S3 storage only; HEAD is still answered by berth).
+    #[arg(long, env = "BERTH_REDIRECT")]
+    pub redirect: bool,
+
+    /// How long a presigned URL of `--redirect` stays valid: long enough for
+    /// a client to fetch (and retry) the layer; a leaked URL reads that one
+    /// blob until then.
+    #[arg(long, env = "BERTH_REDIRECT_EXPIRY", value_name = "DURATION", default_value = "15m", value_parser = parse_duration)]
+    pub redirect_expiry: Duration,
+
     /// S3 credentials from a program embedding berth (its tests); never set
     /// by a flag or the config file (see [`crate::storage::S3Credentials`]).
     #[arg(skip)]

@@ -7,6 +7,7 @@ use crate::config::Secret;
 use anyhow::Context;
 use berth_storage::{Backend, Cached, DataDirLock, FsBackend, S3Backend, S3Config};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// S3 credentials handed over by a program that embeds berth (the tests,
 /// which must not change their own process's environment). The command
@@ -22,8 +23,21 @@ pub struct S3Credentials {
 /// else in `--storage` is an error (a directory is `--data`).
 pub fn s3_config(args: &ServeArgs) -> anyhow::Result<Option<S3Config>> {
     let Some(storage) = &args.storage else {
+        if args.redirect {
+            // A redirect needs a URL the client can fetch from the store
+            // itself; a data directory has none (berth streams its blobs).
+            anyhow::bail!(
+                "--redirect needs S3 storage (--storage s3://BUCKET[/PREFIX]): blobs in a data \
+                 directory have no URL of their own to redirect to"
+            );
+        }
         return Ok(None);
     };
+    // SigV4 presigned URLs are valid for at most 7 days.
+    let expiry = args.redirect_expiry;
+    if args.redirect && !(Duration::from_secs(1)..=Duration::from_secs(7 * 24 * 3600)).contains(&expiry) {
+        anyhow::bail!("--redirect-expiry {expiry:?}: expected 1s to 7d (S3's limit for presigned URLs)");
+    }
     if !S3Config::is_s3_url(storage) {
         anyhow::bail!("--storage {storage:?}: expected s3://BUCKET[/PREFIX] (a data directory is --data)");
     }

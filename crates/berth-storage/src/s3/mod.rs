@@ -22,7 +22,9 @@ use crate::backend::{AppendWriter, Backend, ObjectBody, ObjectMeta, Result, Stor
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
+use object_store::aws::AmazonS3;
 use object_store::path::Path;
+use object_store::signer::Signer;
 use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload};
 use std::ops::Range;
 use std::sync::Arc;
@@ -32,6 +34,9 @@ use std::sync::Arc;
 pub struct S3Backend {
     store: Arc<dyn ObjectStore>,
     config: Arc<S3Config>,
+    /// Signs presigned GET URLs (`--redirect`); the same client as `store`
+    /// when built by [`S3Backend::connect`].
+    signer: Option<Arc<AmazonS3>>,
 }
 
 impl std::fmt::Debug for S3Backend {
@@ -132,14 +137,19 @@ impl S3Backend {
                 })
             }
         }
-        Ok(S3Backend::with_store(Arc::new(store), config))
+        let store = Arc::new(store);
+        let mut backend = S3Backend::with_store(store.clone(), config);
+        backend.signer = Some(store);
+        Ok(backend)
     }
 
-    /// A backend on an already built store (no check of the bucket).
+    /// A backend on an already built store (no check of the bucket), which
+    /// signs no URLs.
     pub fn with_store(store: Arc<dyn ObjectStore>, config: S3Config) -> S3Backend {
         S3Backend {
             store,
             config: Arc::new(config),
+            signer: None,
         }
     }
 
@@ -341,5 +351,19 @@ impl Backend for S3Backend {
 
     async fn promote(&self, from: &str, to: &str) -> Result<()> {
         staged::promote(self, from, to).await
+    }
+
+    async fn presigned_get(&self, key: &str, expires_in: std::time::Duration) -> Result<Option<String>> {
+        let Some(signer) = &self.signer else {
+            return Ok(None);
+        };
+        // SigV4 query signing, computed locally from the credentials (those
+        // of the environment are fetched once and cached by the client). The
+        // URL carries no secret, only a signature valid for `expires_in`.
+        let url = signer
+            .signed_url(object_store::signer::Method::GET, &self.path(key), expires_in)
+            .await
+            .map_err(|e| errors::map(key, e))?;
+        Ok(Some(url.to_string()))
     }
 }

@@ -313,6 +313,7 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 pub mod admin;
 pub mod auth;
 pub mod browser;
+pub mod compat;
 pub mod containerd;
 pub mod distribution;
 pub mod docker;

@@ -135,3 +135,27 @@ impl S3Engine {
         let _ = cleanup.join();
     }
 }
+
+/// A fresh prefix of an engine's bucket for one test, emptied when the test
+/// ends, failed or not (for tests whose servers do not own the prefix:
+/// several processes, or distribution beside berth).
+pub struct S3Prefix {
+    pub engine: S3Engine,
+    /// `s3://BUCKET/PREFIX`
+    pub storage: String,
+}
+
+impl S3Prefix {
+    /// A prefix of Ceph RGW's bucket; `None` as for [`S3Engine::ceph`].
+    pub fn ceph() -> Option<S3Prefix> {
+        let engine = S3Engine::ceph()?;
+        let storage = engine.unique_storage();
+        Some(S3Prefix { engine, storage })
+    }
+}
+
+impl Drop for S3Prefix {
+    fn drop(&mut self) {
+        self.engine.remove(&self.storage);
+    }
+}
