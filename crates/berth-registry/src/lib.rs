@@ -13,6 +13,7 @@ pub mod browse;
 mod catalog;
 mod error;
 pub mod gc;
+pub mod inventory;
 mod manifests;
 pub mod proxy;
 pub mod rules;

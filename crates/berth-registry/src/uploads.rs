@@ -381,7 +381,26 @@ impl Registry {
 
     /// Stores a whole blob in one request (POST ?digest= or an upload of one PUT).
     pub async fn put_blob(&self, name: &RepoName, digest: &Digest, body: ByteStream) -> Result<()> {
-        self.ensure_writable(name)?;
+        self.stage_and_commit(name, digest, body, true).await.map(|_| ())
+    }
+
+    /// Stores a blob under `digest` without linking it into `name` (`berth
+    /// migrate` copies the links itself, after every blob is in place), and
+    /// returns its size. Like a push: staged as an upload of `name` (so a
+    /// stale-upload purge removes what an interrupted copy leaves behind),
+    /// hashed as it streams, and moved into the blob store only if the bytes
+    /// are `digest`'s; otherwise [`RegistryError::DigestMismatch`] and nothing
+    /// is stored.
+    pub async fn store_blob(&self, name: &RepoName, digest: &Digest, body: ByteStream) -> Result<u64> {
+        self.stage_and_commit(name, digest, body, false).await
+    }
+
+    async fn stage_and_commit(&self, name: &RepoName, digest: &Digest, body: ByteStream, link: bool) -> Result<u64> {
+        // A copy that links nothing only stages under `name`: it is not a
+        // push into it (`aug/` repositories, read-only to pushes, are copied too).
+        if link {
+            self.ensure_writable(name)?;
+        }
         // From the link to the stored bytes, the garbage collector keeps its hands off.
         let _pin = self.gate.pin(digest).await;
         let id = uuid::Uuid::new_v4().to_string();
@@ -389,22 +408,26 @@ impl Registry {
         // Registered so that a purge running meanwhile leaves this (start-time-less) upload alone.
         let key = session_key(name, &id);
         self.uploads.insert(key.clone(), Session::new(None));
+        // Hashed in the digest's own algorithm, so `commit_blob` links only
+        // through `write_stream`, which is asked to when `link` is set.
         let mut hasher = digest.algorithm().digester();
-        let result = match self
-            .write_stream(&staged, 0, &mut hasher, body, Some((name, digest)))
-            .await
-        {
-            Ok(size) => self.commit_blob(name, &staged, size, digest, hasher).await,
+        let link = link.then_some((name, digest));
+        let result = match self.write_stream(&staged, 0, &mut hasher, body, link).await {
+            Ok(size) => self
+                .commit_blob(name, &staged, size, digest, hasher)
+                .await
+                .map(|()| size),
             Err(e) => Err(e),
         };
         // A committed blob took the staged file with it (or deleted it).
         let cleanup = match result {
-            Ok(()) => Ok(()),
+            Ok(_) => Ok(()),
             Err(_) => self.backend.delete(&staged).await,
         };
         self.uploads.remove(&key);
-        result?;
-        Ok(cleanup?)
+        let size = result?;
+        cleanup?;
+        Ok(size)
     }
 
     pub async fn cancel_upload(&self, name: &RepoName, id: &str) -> Result<()> {

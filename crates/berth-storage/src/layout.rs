@@ -152,6 +152,11 @@ pub fn tag_current_link(name: &RepoName, tag: &Tag) -> String {
     format!("{ROOT}/repositories/{name}/_manifests/tags/{tag}/current/link")
 }
 
+/// `<alg>/<hex>/link` below it: every digest the tag has pointed at.
+pub fn tag_index_dir(name: &RepoName, tag: &Tag) -> String {
+    format!("{ROOT}/repositories/{name}/_manifests/tags/{tag}/index")
+}
+
 pub fn tag_index_link(name: &RepoName, tag: &Tag, digest: &Digest) -> String {
     format!(
         "{ROOT}/repositories/{name}/_manifests/tags/{tag}/index/{}/{}/link",
@@ -239,6 +244,7 @@ mod tests {
         );
         assert_eq!(tags_dir(&n), format!("{r}/_manifests/tags"));
         assert_eq!(tag_current_link(&n, &t), format!("{r}/_manifests/tags/v1/current/link"));
+        assert_eq!(tag_index_dir(&n, &t), format!("{r}/_manifests/tags/v1/index"));
         assert_eq!(
             tag_index_link(&n, &t, &d),
             format!("{r}/_manifests/tags/v1/index/sha256/{h}/link")

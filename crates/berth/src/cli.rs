@@ -42,6 +42,23 @@ pub enum Command {
     /// Every platform of a multi-platform image is included. skopeo, `docker
     /// load`, `berth import` and `berth serve --source` read the archive.
     Export(ExportArgs),
+    /// Copy a whole registry from one storage to another (data directory or
+    /// S3 bucket), verifying every blob's digest.
+    ///
+    /// Copies every repository's blobs, manifests, layer links, referrers
+    /// and tags (with their history), in that order: tags come last, so an
+    /// interrupted migration never leaves a tag pointing at something
+    /// missing. Running it again skips what the destination already has (a
+    /// blob of the right size, a link with the same content) and finishes
+    /// the rest. Blobs that no repository links (garbage a collection pass
+    /// would remove) are not copied, nor uploads in progress.
+    ///
+    /// The source is only read, without its lock: a berth may keep serving
+    /// it meanwhile (what it stores during the copy is taken by the next
+    /// run). A destination data directory is locked like `berth serve` locks
+    /// it, so a running berth there is refused. Both may be `s3://` URLs;
+    /// the --s3-* options and the AWS_* variables apply to both.
+    Migrate(MigrateArgs),
     /// Print the digest of the image this executable serves of itself.
     ///
     /// To compare with what a registry serves as berth:<version>. The image
@@ -451,6 +468,34 @@ pub struct ExportArgs {
     /// Data directory of the berth to export from.
     #[arg(long, env = "BERTH_DATA", default_value = "./data")]
     pub data: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// The storage to copy from: a data directory or s3://BUCKET[/PREFIX].
+    #[arg(long, value_name = "DIR|s3://BUCKET[/PREFIX]")]
+    pub from: String,
+
+    /// The storage to copy into: a data directory (created if missing) or
+    /// s3://BUCKET[/PREFIX].
+    #[arg(long, value_name = "DIR|s3://BUCKET[/PREFIX]")]
+    pub to: String,
+
+    /// How many blobs are copied at the same time.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: u16,
+
+    /// The S3 endpoint of the s3:// side(s), e.g. `http://127.0.0.1:7480`.
+    #[arg(long, env = "AWS_ENDPOINT_URL", value_name = "URL")]
+    pub s3_endpoint: Option<String>,
+
+    /// The S3 region (default us-east-1).
+    #[arg(long, env = "AWS_REGION")]
+    pub s3_region: Option<String>,
+
+    /// How S3 requests name the bucket (see `berth serve --help`).
+    #[arg(long, env = "BERTH_S3_ADDRESSING_STYLE", value_enum, default_value_t = S3AddressingArg::Path)]
+    pub s3_addressing_style: S3AddressingArg,
 }
 
 /// Parses `30s`, `500ms`, `2m`, `1h` or a plain number of seconds (fractions allowed).

@@ -11,6 +11,7 @@ pub mod export;
 pub mod gc;
 pub mod import;
 pub mod memory;
+pub mod migrate;
 pub mod observability;
 mod progress;
 pub mod rules;

@@ -18,6 +18,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => berth::app::run(args),
         Command::Import(args) => berth::import::run(args),
         Command::Export(args) => berth::export::run(args),
+        Command::Migrate(args) => berth::migrate::run(args),
         Command::Gc(args) => berth::gc::run(args),
         Command::Usage(args) => berth::gc::usage(args),
         Command::SelfDigest => berth::describe::self_digest(),

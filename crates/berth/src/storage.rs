@@ -101,7 +101,7 @@ fn refuse_single_writer_features(args: &ServeArgs) -> anyhow::Result<()> {
 /// service (169.254.169.254) for some: berth takes them from the AWS tools'
 /// variables (or a web identity token or container credentials, which the
 /// client reads from theirs), and says so rather than reach for the network.
-fn require_credentials(config: &S3Config) -> anyhow::Result<()> {
+pub(crate) fn require_credentials(config: &S3Config) -> anyhow::Result<()> {
     let from_env = [
         "AWS_ACCESS_KEY_ID",
         "AWS_WEB_IDENTITY_TOKEN_FILE",

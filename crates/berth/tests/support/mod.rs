@@ -318,6 +318,7 @@ pub mod containerd;
 pub mod distribution;
 pub mod docker;
 pub mod images;
+pub mod migrate;
 pub mod s3;
 pub mod skopeo_scenarios;
 pub mod tls;
