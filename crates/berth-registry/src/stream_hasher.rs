@@ -83,7 +83,9 @@ mod tests {
     /// on the thread, whatever the chunk sizes.
     #[tokio::test]
     async fn the_digest_does_not_depend_on_where_it_was_computed() {
-        let data: Vec<u8> = (0..(3 * OFFLOAD_AFTER as usize + 12_345)).map(|i| (i * 31 % 251) as u8).collect();
+        let data: Vec<u8> = (0..(3 * OFFLOAD_AFTER as usize + 12_345))
+            .map(|i| (i * 31 % 251) as u8)
+            .collect();
         let mut expected = Algorithm::Sha256.digester();
         expected.update(&data);
         let expected = expected.finish();
