@@ -135,35 +135,16 @@ pub(crate) async fn get(reg: &Registry, p: &Proxied, digest: &Digest, asked: Opt
         None => 0..size,
         Some(r) => r.resolve(size).ok_or(RegistryError::RangeNotSatisfiable { size })?,
     };
-    let Some(rx) = rx else {
-        // Joined too late for the live bytes: the cache has them once the fetch ends.
-        let end = phase
-            .wait_for(|p| matches!(p, Phase::Committed | Phase::Failed(_)))
-            .await
-            .map(|p| p.clone())
-            .expect("the fetch holds its sender");
-        return match end {
-            Phase::Failed(f) => Err(failure(f, digest)),
-            _ => reg.local_blob(&p.local, digest, asked, false).await,
-        };
+    // Joined too late for the live bytes: the cache has them once the fetch ends.
+    let Some(mut rx) = rx else {
+        return after_the_fetch(reg, p, digest, asked, &mut phase).await;
     };
     // The response waits for the first byte: a fetch that fails before any
     // byte went out (a one-chunk blob whose digest is wrong, an upstream that
     // hangs up) is answered with an error status, not a broken-off body.
-    let mut rx = rx;
     let first = match rx.recv().await {
         Some(Ok(chunk)) => chunk,
-        Some(Err(_)) | None => {
-            let end = phase
-                .wait_for(|p| matches!(p, Phase::Committed | Phase::Failed(_)))
-                .await
-                .map(|p| p.clone())
-                .expect("the fetch holds its sender");
-            return match end {
-                Phase::Failed(f) => Err(failure(f, digest)),
-                _ => reg.local_blob(&p.local, digest, asked, false).await,
-            };
-        }
+        Some(Err(_)) | None => return after_the_fetch(reg, p, digest, asked, &mut phase).await,
     };
     let len = range.end - range.start;
     let stream = live_stream(first, rx, range.clone());
@@ -173,6 +154,25 @@ pub(crate) async fn get(reg: &Registry, p: &Proxied, digest: &Digest, asked: Opt
         body: Some(ObjectBody::Stream { stream, len }),
         redirect: None,
     })
+}
+
+/// Waits for the fetch to end, then answers from the cache or with its failure.
+async fn after_the_fetch(
+    reg: &Registry,
+    p: &Proxied,
+    digest: &Digest,
+    asked: Option<ByteRange>,
+    phase: &mut watch::Receiver<Phase>,
+) -> Result<BlobContent> {
+    let end = phase
+        .wait_for(|p| matches!(p, Phase::Committed | Phase::Failed(_)))
+        .await
+        .map(|p| p.clone())
+        .expect("the fetch holds its sender");
+    match end {
+        Phase::Failed(f) => Err(failure(f, digest)),
+        _ => reg.local_blob(&p.local, digest, asked, false).await,
+    }
 }
 
 fn failure(f: Failure, digest: &Digest) -> RegistryError {
