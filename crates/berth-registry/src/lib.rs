@@ -19,7 +19,6 @@ pub mod proxy;
 pub mod rules;
 pub mod source;
 pub mod sources;
-mod stream_hasher;
 mod uploads;
 
 pub use augment::{Augmentation, InjectedLayer};

@@ -6,7 +6,6 @@
 //! chunk) it is rebuilt once from the stored data, so sessions survive
 //! restarts with the same Location.
 
-use crate::stream_hasher::StreamHasher;
 use crate::{Registry, RegistryError, Result};
 use berth_spec::{Algorithm, Digest, Digester, RepoName};
 use berth_storage::{layout, ByteStream, ObjectBody, StorageError};
@@ -278,13 +277,11 @@ impl Registry {
             e => e.into(),
         };
         let mut writer = self.backend.append(key, offset).await.map_err(storage)?;
-        let mut hashing = StreamHasher::new(hasher.clone());
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(RegistryError::Body)?;
-            hashing.update(&chunk).await;
+            hasher.update(&chunk);
             writer.write(chunk).await.map_err(storage)?;
         }
-        *hasher = hashing.finish().await;
         match link {
             Some((name, digest)) if hasher.algorithm() == digest.algorithm() && &hasher.clone().finish() == digest => {
                 let (size, linked) = tokio::join!(writer.finish(), self.link_blob(name, digest));
