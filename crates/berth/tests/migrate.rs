@@ -22,6 +22,16 @@ fn path(p: &Path) -> String {
     p.display().to_string()
 }
 
+/// A berth serving the data directory `src` in a new temporary directory,
+/// with the fixture pushed to it (`dst` beside it is for the destination).
+fn pushed_source() -> (tempfile::TempDir, support::TestServer, Fixture) {
+    let tmp = tempfile::tempdir().unwrap();
+    let source = berth(&["--data", &path(&tmp.path().join("src"))]);
+    let fixture = Fixture::new();
+    fixture.push(&source);
+    (tmp, source, fixture)
+}
+
 /// The tag's `current/link` in a data directory, if the tag exists there.
 fn tag_target(data: &Path, repo: &str, tag: &str) -> Option<String> {
     std::fs::read_to_string(data.join(format!(
@@ -56,11 +66,8 @@ fn assert_no_dangling_tags(data: &Path) {
 /// the destination makes migrate refuse; a second run copies nothing.
 #[test]
 fn fs_to_fs_while_the_source_is_served() {
-    let tmp = tempfile::tempdir().unwrap();
+    let (tmp, source, fixture) = pushed_source();
     let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
-    let source = berth(&["--data", &path(&src)]);
-    let fixture = Fixture::new();
-    fixture.push(&source);
 
     let out = migrate(&path(&src), &path(&dst), None);
     assert!(out.success(), "{}", out.describe());
@@ -103,11 +110,8 @@ fn fs_to_fs_while_the_source_is_served() {
 /// first run stored, and the destination serves everything.
 #[test]
 fn a_killed_migration_resumes_and_skips_what_it_copied() {
-    let tmp = tempfile::tempdir().unwrap();
+    let (tmp, source, fixture) = pushed_source();
     let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
-    let source = berth(&["--data", &path(&src)]);
-    let fixture = Fixture::new();
-    fixture.push(&source);
     // Bulk, so that the copy takes long enough to be interrupted: an image
     // of 8 layers of 24 MiB each, pushed through the API.
     let seed = unique("bulk");
@@ -196,11 +200,8 @@ fn a_killed_migration_resumes_and_skips_what_it_copied() {
 /// torn to a wrong size): the re-run copies exactly those and skips the rest.
 #[test]
 fn a_partly_populated_destination_gets_only_what_it_lacks() {
-    let tmp = tempfile::tempdir().unwrap();
+    let (tmp, source, fixture) = pushed_source();
     let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
-    let source = berth(&["--data", &path(&src)]);
-    let fixture = Fixture::new();
-    fixture.push(&source);
     source.stop();
     let first = migrate(&path(&src), &path(&dst), None);
     assert!(first.success(), "{}", first.describe());
@@ -230,11 +231,8 @@ fn a_partly_populated_destination_gets_only_what_it_lacks() {
 /// digest, stores nothing under it, and writes no tag.
 #[test]
 fn a_corrupt_source_blob_fails_naming_its_digest() {
-    let tmp = tempfile::tempdir().unwrap();
+    let (tmp, source, fixture) = pushed_source();
     let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
-    let source = berth(&["--data", &path(&src)]);
-    let fixture = Fixture::new();
-    fixture.push(&source);
     source.stop();
     let noise = &fixture.image.layers[1].blob;
     let file = blob_path(&src, &noise.digest);
