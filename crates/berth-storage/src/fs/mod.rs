@@ -321,15 +321,24 @@ fn publish(tmp: &Path, path: &Path, durable: bool) -> io::Result<()> {
         match fs::rename(tmp, path) {
             Err(e) if e.kind() == io::ErrorKind::NotFound && attempt < PARENT_RETRIES => {
                 attempt += 1;
-                if let Err(e) = create_parent(path) {
-                    break Err(e);
+                // Creating the parents races the delete too (a directory made
+                // a moment ago may be gone before its child is made): that is
+                // one more attempt, not a failure.
+                match create_parent(path) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => break Err(e),
+                    _ => {}
                 }
             }
             r => break r,
         }
     };
     let result = result.and_then(|()| match durable {
-        true => sync_dir(path.parent().expect("storage paths have a parent")),
+        true => match sync_dir(path.parent().expect("storage paths have a parent")) {
+            // A concurrent `delete_prefix` took the directory after the
+            // rename: the write happened and the delete came after it.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            r => r,
+        },
         false => Ok(()),
     });
     if result.is_err() {
