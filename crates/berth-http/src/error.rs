@@ -86,6 +86,7 @@ impl From<RegistryError> for ApiError {
             E::NameUnknown(_) => (StatusCode::NOT_FOUND, ErrorCode::NameUnknown),
             E::Denied(_) => (StatusCode::FORBIDDEN, ErrorCode::Denied),
             E::Unsupported(_) => (StatusCode::METHOD_NOT_ALLOWED, ErrorCode::Unsupported),
+            E::Busy(_) => (StatusCode::CONFLICT, ErrorCode::TooManyRequests),
             E::Augmentation(_) => (StatusCode::BAD_REQUEST, ErrorCode::Unsupported),
             // The mirror's upstream failed: not the client's fault, not berth's storage.
             E::Upstream(_) => (StatusCode::BAD_GATEWAY, ErrorCode::Unknown),

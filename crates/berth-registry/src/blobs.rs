@@ -124,7 +124,7 @@ impl Registry {
     /// caller may read the source is the caller's decision, made before this.
     pub async fn mount_blob(&self, name: &RepoName, from: Option<&RepoName>, digest: &Digest) -> Result<bool> {
         self.ensure_writable(name)?;
-        let _pin = self.gate.pin(digest).await;
+        let pins = self.pin_references([digest]).await?;
         if let Some(from) = from {
             if self.source_for(from).is_some() || !self.blob_linked(from, digest).await? {
                 return Ok(false);
@@ -135,6 +135,7 @@ impl Registry {
             Err(e) if e.is_not_found() => return Ok(false),
             Err(e) => return Err(e.into()),
         }
+        pins.confirm()?;
         self.link_blob(name, digest).await?;
         Ok(true)
     }

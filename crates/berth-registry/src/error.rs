@@ -40,6 +40,10 @@ pub enum RegistryError {
     Denied(String),
     #[error("{0}")]
     Unsupported(String),
+    /// Something that runs one at a time is running elsewhere (garbage
+    /// collection on another replica): try again later.
+    #[error("{0}")]
+    Busy(String),
     /// Reading the request body failed (the client went away or sent garbage).
     #[error("reading the request body failed: {0}")]
     Body(std::io::Error),

@@ -25,6 +25,7 @@ pub use augment::{Augmentation, InjectedLayer};
 pub use blobs::BlobContent;
 pub use catalog::CatalogPage;
 pub use error::{RegistryError, Result};
+pub use gc::shared::SharedTiming;
 pub use gc::{GcOptions, GcReport, GcStep, ProgressHook};
 pub use manifests::{ManifestContent, PutManifest, TagsPage};
 pub use proxy::{CacheBound, Credentials, EvictionReport, UpstreamConfig};
@@ -56,10 +57,12 @@ pub struct RegistryConfig {
     /// The size bound of the upstream mirror's cache, if any.
     pub upstream_cache: Option<CacheBound>,
     /// Whether this process is the only writer of its storage (the data
-    /// directory's lock makes it so; S3 replicas share a bucket). Garbage
-    /// collection's reference gate is in memory, so a pass that deletes is
-    /// refused when other processes may be pushing.
+    /// directory's lock makes it so; S3 replicas share a bucket). When not,
+    /// garbage collection's reference gate and lease live in the store too
+    /// (see [`gc::shared`]).
     pub exclusive_storage: bool,
+    /// The durations of that shared protocol (the same on every replica).
+    pub gc_shared: SharedTiming,
     /// Answer blob GETs with a redirect to a presigned URL of the store, valid
     /// this long, instead of streaming the bytes (`--redirect`; only where
     /// the backend signs URLs: S3). HEAD is answered here all the same.
@@ -77,6 +80,7 @@ impl Default for RegistryConfig {
             rules: Rules::default(),
             upstream_cache: None,
             exclusive_storage: true,
+            gc_shared: SharedTiming::default(),
             blob_redirect: None,
         }
     }
@@ -92,6 +96,8 @@ pub struct Registry {
     config: RegistryConfig,
     /// Where pushes and the garbage collector agree on what may be deleted.
     gate: gc::gate::ReferenceGate,
+    /// The same, in the store, on storage other processes write.
+    shared_gate: Option<gc::shared::SharedGate>,
     /// Held by the running garbage collection pass.
     gc_running: tokio::sync::Mutex<()>,
     /// Tag writes hold it shared; retention's tag deletes and pushes of
@@ -109,6 +115,8 @@ pub struct Registry {
 
 impl Registry {
     pub fn new(backend: Arc<dyn Backend>, config: RegistryConfig) -> Registry {
+        let shared_gate =
+            (!config.exclusive_storage).then(|| gc::shared::SharedGate::new(backend.clone(), config.gc_shared));
         Registry {
             backend,
             sources: Vec::new(),
@@ -116,6 +124,7 @@ impl Registry {
             uploads: uploads::UploadTable::default(),
             manifest_cache: manifests::ManifestCache::default(),
             gate: gc::gate::ReferenceGate::default(),
+            shared_gate,
             gc_running: tokio::sync::Mutex::new(()),
             tag_writes: tokio::sync::RwLock::new(()),
             quotas: rules::quota::QuotaCounters::new(config.rules.quotas.len()),

@@ -210,7 +210,7 @@ impl Registry {
             .chain(manifest.manifests.iter())
             .map(|d| &d.digest)
             .chain([&digest]);
-        let _pins = self.gate.pin_all(referenced).await;
+        let pins = self.pin_references(referenced).await?;
 
         // The link and the bytes: a link can outlive its blob (garbage
         // collection, or a push interrupted between linking and storing, which
@@ -270,7 +270,13 @@ impl Registry {
         // Held until the revision is written (see rules::quota).
         let _quota = self.reserve_quota(name, &counted).await?;
 
-        // Written unless an intact copy is there already (a damaged one is replaced).
+        // Written unless an intact copy is there already (a damaged one is
+        // replaced). Where other processes write, the copy this process
+        // remembers may have been collected since: the store decides.
+        if self.shared_gate.is_some() {
+            self.manifest_cache.remove(&digest);
+        }
+        pins.confirm()?;
         if self.read_manifest_blob(&digest).await?.is_none() {
             self.backend.put(&layout::blob_data(&digest), bytes.clone()).await?;
         }

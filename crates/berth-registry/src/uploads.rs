@@ -312,7 +312,7 @@ impl Registry {
             .await?;
         let hasher = s.hasher.take().expect("set by a successful append");
         let data = layout::upload_data(name, id);
-        let result = match self.commit_blob(name, &data, s.offset, digest, hasher).await {
+        let result = match self.commit_blob(name, &data, s.offset, digest, hasher, true).await {
             Err(RegistryError::Storage(e)) if e.is_not_found() => Err(RegistryError::UploadUnknown(id.to_owned())),
             r => r,
         };
@@ -322,7 +322,8 @@ impl Registry {
         result
     }
 
-    /// Verifies the staged object's digest and moves it into the blob store.
+    /// Verifies the staged object's digest and moves it into the blob store;
+    /// `linked` when the streaming wrote `name`'s link to it.
     async fn commit_blob(
         &self,
         name: &RepoName,
@@ -330,6 +331,7 @@ impl Registry {
         size: u64,
         expected: &Digest,
         hasher: Digester,
+        linked: bool,
     ) -> Result<()> {
         // Both callers streamed the bytes through `write_stream` with the link
         // asked for, which wrote it if the streamed hash is the expected digest.
@@ -347,6 +349,11 @@ impl Registry {
                 actual,
             });
         }
+        // On storage other processes write, the pin in the store comes now,
+        // after the streaming (which may take longer than a pin is valid),
+        // before the existing bytes are trusted; the link the streaming wrote
+        // is written again under it (see `gc::shared`).
+        let shared = self.pin_in_store(&[expected]).await?;
         let blob = layout::blob_data(expected);
         let store = async {
             match self.backend.head(&blob).await {
@@ -369,10 +376,23 @@ impl Registry {
         // move points at nothing, which reads as an unknown blob, as for a
         // blob removed by garbage collection.
         if streamed {
-            return Ok(store.await?);
+            store.await?;
+            if let Some(pins) = shared {
+                pins.confirm()?;
+                if linked {
+                    let key = layout::layer_link(name, expected);
+                    self.backend
+                        .put(&key, Bytes::from(layout::link_content(expected)))
+                        .await?;
+                }
+            }
+            return Ok(());
         }
         let (stored, linked) = tokio::join!(store, self.link_blob(name, expected));
         stored?;
+        if let Some(pins) = shared {
+            pins.confirm()?;
+        }
         linked
     }
 
@@ -411,7 +431,7 @@ impl Registry {
         let link = link.then_some((name, digest));
         let result = match self.write_stream(&staged, 0, &mut hasher, body, link).await {
             Ok(size) => self
-                .commit_blob(name, &staged, size, digest, hasher)
+                .commit_blob(name, &staged, size, digest, hasher, link.is_some())
                 .await
                 .map(|()| size),
             Err(e) => Err(e),

@@ -154,6 +154,13 @@ pub trait Backend: Send + Sync + 'static {
         self.put(key, data).await
     }
 
+    /// Writes a whole object like [`Backend::put`], but only if `key` does not
+    /// exist: true when this call created it, false when it was there. For a
+    /// lease that one of several processes must win. On S3 this is a PUT with
+    /// `If-None-Match: *`; a store that ignores the condition overwrites and
+    /// answers true, so callers must stay correct when two of them "win".
+    async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<bool>;
+
     /// Removes an object. Removing an absent object is not an error.
     async fn delete(&self, key: &str) -> Result<()>;
 

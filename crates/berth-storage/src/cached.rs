@@ -273,6 +273,12 @@ impl Backend for Cached {
         result
     }
 
+    async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<bool> {
+        let result = self.inner.put_if_absent(key, data).await;
+        self.forget(key);
+        result
+    }
+
     async fn put_ephemeral(&self, key: &str, data: Bytes) -> Result<()> {
         let result = self.inner.put_ephemeral(key, data).await;
         self.forget(key);

@@ -55,6 +55,10 @@ impl Backend for Instrumented {
         timed(&self.metrics, Op::Put, self.inner.put(key, data)).await
     }
 
+    async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<bool> {
+        timed(&self.metrics, Op::Put, self.inner.put_if_absent(key, data)).await
+    }
+
     async fn put_ephemeral(&self, key: &str, data: Bytes) -> Result<()> {
         timed(&self.metrics, Op::PutEphemeral, self.inner.put_ephemeral(key, data)).await
     }

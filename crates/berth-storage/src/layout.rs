@@ -35,6 +35,10 @@
 //!   trash/<uuid>/                                                    a tree the filesystem backend is deleting
 //!   serve.lock                                                       flock'ed by the one `berth serve` of a data directory; holds its PID
 //!   external-writes                                                  rewritten by `berth import` after it writes into a served directory
+//!   gc/lease                                                         storage others write (S3): the one collector's lease (holder, epoch)
+//!   gc/clock/<id>                                                    written and read back by a collector for the store's own time
+//!   gc/pins/<alg>/<hex>/<id>                                         a reference to the digest was being added at the object's time
+//!   gc/claims/<alg>-<hex>                                            the collector is deleting the digest (or a link to it)
 //! ```
 //!
 //! Repository names are validated by [`RepoName`], so they cannot contain
@@ -208,6 +212,44 @@ pub fn parse_referrer_entry_name(file_name: &str) -> Option<Digest> {
     format!("{alg}:{hex}").parse().ok()
 }
 
+/// The lease of the one garbage collector of storage several processes
+/// write (see berth-registry's `gc::shared`).
+pub fn gc_lease() -> String {
+    format!("{BERTH_ROOT}/gc/lease")
+}
+
+/// An object a collector writes and reads back, for the store's time.
+pub fn gc_clock(id: &str) -> String {
+    format!("{BERTH_ROOT}/gc/clock/{id}")
+}
+
+pub fn gc_pins_root() -> String {
+    format!("{BERTH_ROOT}/gc/pins")
+}
+
+/// The pins of one digest: one object per operation that added a reference.
+pub fn gc_pins_of(digest: &Digest) -> String {
+    format!("{BERTH_ROOT}/gc/pins/{}/{}", digest.algorithm(), digest.hex())
+}
+
+pub fn gc_pin(digest: &Digest, id: &str) -> String {
+    format!("{}/{id}", gc_pins_of(digest))
+}
+
+/// Where claims live: one flat directory, so a pusher reads them all in one listing.
+pub fn gc_claims_dir() -> String {
+    format!("{BERTH_ROOT}/gc/claims")
+}
+
+pub fn gc_claim(digest: &Digest) -> String {
+    format!("{}/{}-{}", gc_claims_dir(), digest.algorithm(), digest.hex())
+}
+
+/// Parses the name of a [`gc_claim`] back into its digest.
+pub fn parse_gc_claim_name(file_name: &str) -> Option<Digest> {
+    parse_referrer_entry_name(file_name)
+}
+
 pub fn self_image_dir(executable: &Digest) -> String {
     format!(
         "{BERTH_ROOT}/self-image/{}-{}",
@@ -238,6 +280,12 @@ mod tests {
         assert_eq!(layers_dir(&n), format!("{r}/_layers"));
         assert_eq!(revisions_dir(&n), format!("{r}/_manifests/revisions"));
         assert_eq!(layer_link(&n, &d), format!("{r}/_layers/sha256/{h}/link"));
+        assert_eq!(gc_lease(), "berth/v1/gc/lease");
+        assert_eq!(gc_clock("c1"), "berth/v1/gc/clock/c1");
+        assert_eq!(gc_pins_root(), "berth/v1/gc/pins");
+        assert_eq!(gc_pin(&d, "p1"), format!("berth/v1/gc/pins/sha256/{h}/p1"));
+        assert_eq!(gc_claim(&d), format!("berth/v1/gc/claims/sha256-{h}"));
+        assert_eq!(parse_gc_claim_name(&format!("sha256-{h}")), Some(d.clone()));
         assert_eq!(
             manifest_revision_link(&n, &d),
             format!("{r}/_manifests/revisions/sha256/{h}/link")

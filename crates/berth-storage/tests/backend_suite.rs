@@ -116,6 +116,7 @@ suite!(
     empty_upload_promotes_to_an_empty_object,
     another_instance_continues_an_upload,
     a_failed_append_leaves_the_upload_as_it_was,
+    put_if_absent_creates_once,
 );
 
 async fn read(body: ObjectBody) -> Vec<u8> {
@@ -160,6 +161,29 @@ async fn objects_put_get_head_delete(f: &Fixture) {
     b.delete("t/a/b").await.unwrap();
     b.delete("t/a/b").await.unwrap();
     assert!(b.get("t/a/b").await.unwrap_err().is_not_found());
+}
+
+async fn put_if_absent_creates_once(f: &Fixture) {
+    let b = f.backend.as_ref();
+    assert!(b
+        .put_if_absent("t/lease/l", Bytes::from_static(b"first"))
+        .await
+        .unwrap());
+    assert!(!b
+        .put_if_absent("t/lease/l", Bytes::from_static(b"second"))
+        .await
+        .unwrap());
+    assert_eq!(&b.get("t/lease/l").await.unwrap()[..], b"first");
+    // Concurrent callers: exactly one creates.
+    let attempts = (0..8).map(|i| b.put_if_absent("t/lease/race", Bytes::from(format!("caller {i}"))));
+    let won = futures::future::join_all(attempts).await;
+    assert_eq!(won.into_iter().filter(|r| *r.as_ref().unwrap()).count(), 1);
+    b.delete("t/lease/l").await.unwrap();
+    assert!(b
+        .put_if_absent("t/lease/l", Bytes::from_static(b"again"))
+        .await
+        .unwrap());
+    b.delete_prefix("t/lease").await.unwrap();
 }
 
 async fn list_names_children(f: &Fixture) {

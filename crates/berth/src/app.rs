@@ -155,6 +155,7 @@ pub async fn start(listener: TcpListener, args: &ServeArgs) -> anyhow::Result<Se
         allow_sparse_manifests: args.allow_sparse_manifests,
         deletes: args.deletes == Switch::On,
         gc_grace: args.gc_grace,
+        gc_shared: berth_registry::SharedTiming::new(args.gc_pin_validity, args.gc_lease_time),
         delete_untagged_after: args.delete_untagged_after,
         rules: crate::rules::compile(&args.sections)?,
         upstream_cache: args.upstream_cache_size.map(|max_bytes| berth_registry::CacheBound {
@@ -213,7 +214,7 @@ pub async fn start(listener: TcpListener, args: &ServeArgs) -> anyhow::Result<Se
         auth,
         addr,
         purge_interval: Duration::from_secs(args.upload_purge_interval_secs.max(1)),
-        gc_interval: scheduled_gc(args, &storage),
+        gc_interval: scheduled_gc(args),
         storage_line: storage.describe(args),
         _storage: storage,
         http: berth_http::ServerOptions {
@@ -233,20 +234,10 @@ pub async fn start(listener: TcpListener, args: &ServeArgs) -> anyhow::Result<Se
     })
 }
 
-/// How often to collect garbage: never on storage other berth processes may
-/// write (a pass would be refused; see `RegistryConfig::exclusive_storage`).
-fn scheduled_gc(args: &ServeArgs, storage: &crate::storage::Storage) -> Option<Duration> {
-    if args.gc_interval.is_zero() {
-        return None;
-    }
-    if !storage.is_exclusive() {
-        tracing::warn!(
-            "scheduled garbage collection is off on S3 storage: other berth processes may push to the \
-             bucket, and the collector's reference gate sees only this one's"
-        );
-        return None;
-    }
-    Some(args.gc_interval)
+/// How often to collect garbage. On storage several replicas serve, each
+/// schedules passes and the store's lease lets one run at a time.
+fn scheduled_gc(args: &ServeArgs) -> Option<Duration> {
+    (!args.gc_interval.is_zero()).then_some(args.gc_interval)
 }
 
 /// Checks what `start` would refuse in `args` without starting anything (for
@@ -502,6 +493,9 @@ fn spawn_gc(registry: Arc<Registry>, every: Duration) -> tokio::task::JoinHandle
             tick.tick().await;
             match registry.collect_garbage(&registry.gc_options(false)).await {
                 Ok(r) => crate::gc::log_report(&r),
+                Err(berth_registry::RegistryError::Busy(why)) => {
+                    tracing::info!(%why, "garbage collection pass skipped")
+                }
                 Err(e) => tracing::warn!(error = %e, "garbage collection pass failed"),
             }
         }

@@ -213,6 +213,21 @@ pub struct ServeArgs {
     #[arg(long, env = "BERTH_DELETE_UNTAGGED_AFTER", value_parser = parse_span)]
     pub delete_untagged_after: Option<Duration>,
 
+    /// On S3, where replicas share the bucket: how long a push may take from
+    /// pinning the blobs it references (in the bucket) to writing its
+    /// references; slower, it fails (503) and the client retries. A collector
+    /// spares a blob pinned within twice this, or the grace period if longer.
+    /// Give every replica the same value.
+    #[arg(long, env = "BERTH_GC_PIN_VALIDITY", default_value = "10m", value_parser = parse_span)]
+    pub gc_pin_validity: Duration,
+
+    /// On S3: the collector's lease in the bucket (one pass at a time across
+    /// replicas) is taken over when its holder has not renewed it for this
+    /// long; a claim on a blob a collector left behind (it died) is removed
+    /// by a pusher after as long. Give every replica the same value.
+    #[arg(long, env = "BERTH_GC_LEASE_TIME", default_value = "5m", value_parser = parse_span)]
+    pub gc_lease_time: Duration,
+
     /// Repository under which berth serves its own image (NAME:latest and
     /// NAME:<version>), read-only. `docker run` it to get another berth.
     #[arg(long, env = "BERTH_SELF_NAME", default_value = "berth")]

@@ -76,16 +76,16 @@ fn refuse_single_writer_features(args: &ServeArgs) -> anyhow::Result<()> {
              remove the quota sections (GET /berth/v1/usage still reports what each repository holds)"
         );
     }
-    if !args.sections.retention.is_empty() || args.delete_untagged_after.is_some() {
+    if !args.sections.retention.is_empty() {
         anyhow::bail!(
-            "[[retention]] and --delete-untagged-after are not supported {on_s3}: they run in garbage \
-             collection, whose reference gate is in one process's memory, so berth does not collect there"
+            "[[retention]] is not supported {on_s3}: retention checks and deletes a tag under a lock in \
+             one process's memory, which another replica pushing the same tag does not take"
         );
     }
     if args.upstream_cache_size.is_some() {
         anyhow::bail!(
-            "--upstream-cache-size is not supported {on_s3}: eviction deletes through garbage \
-             collection's reference gate, which is in one process's memory"
+            "--upstream-cache-size is not supported {on_s3}: eviction runs under a lock in one \
+             process's memory"
         );
     }
     if args.token && args.token_key.is_none() {

@@ -21,6 +21,7 @@
 //! The safety argument is in ARCHITECTURE.md ("Garbage collection").
 
 pub(crate) mod gate;
+pub(crate) mod shared;
 
 use futures::StreamExt;
 
@@ -33,6 +34,44 @@ use std::time::{Duration, Instant, SystemTime};
 
 /// Blob deletions a pass runs at once (they share the filesystem's syncs).
 const GC_DELETES_IN_FLIGHT: usize = 32;
+
+/// Reads of links and metadata a pass runs at once (round trips on S3).
+const GC_READS_IN_FLIGHT: usize = 16;
+
+/// Blobs a pass gathers for deletion before deleting them.
+const GC_DELETE_BATCH: usize = 4 * GC_DELETES_IN_FLIGHT;
+
+/// The pins an operation holds while it adds references: in this process's
+/// gate, and in the store when other processes write it too.
+pub(crate) struct ReferencePins<'a> {
+    _local: Vec<gate::Pin<'a>>,
+    shared: Option<shared::StorePins>,
+}
+
+impl ReferencePins<'_> {
+    /// Called just before the operation writes its last reference (see
+    /// [`shared::StorePins::confirm`]); always fine on exclusive storage.
+    pub(crate) fn confirm(&self) -> Result<()> {
+        match &self.shared {
+            Some(s) => s.confirm(),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A digest the collector holds, in this process's gate and in the store.
+struct Claim {
+    digest: Digest,
+    shared: Option<shared::StoreClaim>,
+}
+
+/// What a pass needs to claim digests.
+pub(crate) struct PassClaims {
+    pub(crate) started: Instant,
+    pub(crate) grace: Duration,
+    /// On shared storage: pins younger than this (store time) refuse a claim.
+    pub(crate) horizon: Option<SystemTime>,
+}
 
 /// What one pass does.
 #[derive(Debug, Clone)]
@@ -138,6 +177,80 @@ struct Refs {
 }
 
 impl Registry {
+    /// Pins `digests` for an operation that adds references to them: the
+    /// collector spares them, or has finished deleting them (the operation
+    /// then finds their bytes gone).
+    pub(crate) async fn pin_references<'d>(
+        &self,
+        digests: impl IntoIterator<Item = &'d Digest>,
+    ) -> Result<ReferencePins<'_>> {
+        let mut sorted: Vec<&Digest> = digests.into_iter().collect();
+        sorted.sort();
+        sorted.dedup();
+        let local = self.gate.pin_all(sorted.iter().copied()).await;
+        let shared = match &self.shared_gate {
+            Some(g) => Some(g.pin(&sorted).await?),
+            None => None,
+        };
+        Ok(ReferencePins { _local: local, shared })
+    }
+
+    /// The store half of [`Registry::pin_references`], alone: for an upload,
+    /// whose pin in this process's gate came before its streaming.
+    pub(crate) async fn pin_in_store(&self, digests: &[&Digest]) -> Result<Option<shared::StorePins>> {
+        match &self.shared_gate {
+            Some(g) => Ok(Some(g.pin(digests).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Claims `digest` (for its bytes when `bytes`, else for a link to it).
+    async fn claim(&self, digest: &Digest, bytes: bool, pass: &PassClaims) -> Result<Option<Claim>> {
+        let local = match bytes {
+            true => self.gate.claim_for_deletion(digest, pass.started, pass.grace),
+            false => self.gate.claim(digest, pass.started, pass.grace),
+        };
+        if local.is_err() {
+            return Ok(None);
+        }
+        let shared = match (&self.shared_gate, pass.horizon) {
+            (Some(g), Some(horizon)) => match g.claim(digest, horizon).await {
+                Ok(Ok(c)) => Some(c),
+                Ok(Err(shared::Busy::Pinned)) => {
+                    self.gate.release(digest);
+                    return Ok(None);
+                }
+                Err(e) => {
+                    self.gate.release(digest);
+                    return Err(e);
+                }
+            },
+            _ => None,
+        };
+        Ok(Some(Claim {
+            digest: digest.clone(),
+            shared,
+        }))
+    }
+
+    /// Whether the collector may still delete under `claim` (a claim in the
+    /// store is honoured for a bounded time).
+    fn claim_held(&self, claim: &Claim) -> bool {
+        match (&self.shared_gate, &claim.shared) {
+            (Some(g), Some(c)) => g.still_held(c),
+            _ => true,
+        }
+    }
+
+    async fn release_claim(&self, claim: Claim) -> Result<()> {
+        let result = match (&self.shared_gate, claim.shared) {
+            (Some(g), Some(c)) => g.release(c).await,
+            _ => Ok(()),
+        };
+        self.gate.release(&claim.digest);
+        result
+    }
+
     /// Runs one garbage collection pass. Passes do not overlap: a second
     /// caller waits for the running one.
     pub async fn collect_garbage(&self, opts: &GcOptions) -> Result<GcReport> {
@@ -164,16 +277,55 @@ impl Registry {
     }
 
     async fn gc_pass(&self, opts: &GcOptions) -> Result<GcReport> {
-        if !opts.dry_run && !self.config.exclusive_storage {
-            return Err(RegistryError::Unsupported(
-                "garbage collection is not supported on storage that other berth processes may write \
-                 (S3): its reference gate sees only this process's pushes (a dry run, GET, still reports)"
-                    .into(),
-            ));
-        }
         let _one_at_a_time = self.gc_running.lock().await;
+        let Some(g) = &self.shared_gate else {
+            return self.gc_pass_locked(opts, None, None).await;
+        };
+        // Storage other processes write: the store's time, and its lease
+        // (one collector per bucket; a dry run deletes nothing and needs none).
+        let clock = g.clock().await?;
+        if opts.dry_run {
+            return self.gc_pass_locked(opts, Some(clock), None).await;
+        }
+        let Some(lease) = g.acquire_lease(&clock).await? else {
+            return Err(shared::lease_held());
+        };
+        let lease = tokio::sync::Mutex::new(lease);
+        let result = self.gc_pass_locked(opts, Some(clock), Some(&lease)).await;
+        let released = g.release_lease(lease.into_inner()).await;
+        let report = result?;
+        released?;
+        Ok(report)
+    }
+
+    /// Renews the pass's lease when it is due (shared storage only).
+    async fn keep_lease(&self, lease: Option<&tokio::sync::Mutex<shared::Lease>>) -> Result<()> {
+        match (&self.shared_gate, lease) {
+            (Some(g), Some(l)) => g.renew(&mut *l.lock().await).await,
+            _ => Ok(()),
+        }
+    }
+
+    async fn gc_pass_locked(
+        &self,
+        opts: &GcOptions,
+        clock: Option<shared::StoreClock>,
+        lease: Option<&tokio::sync::Mutex<shared::Lease>>,
+    ) -> Result<GcReport> {
         let started = Instant::now();
-        let now = SystemTime::now();
+        // Ages are measured in the store's time where other processes write it.
+        let now = clock.map_or_else(SystemTime::now, |c| c.now());
+        let pass = PassClaims {
+            started,
+            grace: opts.grace,
+            horizon: match (&self.shared_gate, clock) {
+                (Some(g), Some(_)) => {
+                    let back = opts.grace.max(2 * g.timing().pin_validity);
+                    Some(now.checked_sub(back).unwrap_or(SystemTime::UNIX_EPOCH))
+                }
+                _ => None,
+            },
+        };
         let mut report = GcReport {
             dry_run: opts.dry_run,
             ..GcReport::default()
@@ -195,6 +347,7 @@ impl Registry {
         let total = repos.len();
         for (done, name) in repos.into_iter().enumerate() {
             opts.step(GcStep::Marking { done, total });
+            self.keep_lease(lease).await?;
             // Retention first: the tags it removes (or, dry, would remove)
             // are gone for the mark.
             let removed = self.apply_retention(&name, now, opts.dry_run).await?;
@@ -265,14 +418,20 @@ impl Registry {
                 report.manifests_deleted += 1;
                 continue;
             }
-            if self.gate.claim(digest, started, opts.grace).is_err() {
+            let Some(claim) = self.claim(digest, false, &pass).await? else {
                 report.spared_in_use += 1;
                 continue;
+            };
+            let deleted = match self.claim_held(&claim) {
+                true => self.delete_revision(name, digest, &mut refs_cache).await.map(|()| true),
+                false => Ok(false),
+            };
+            let released = self.release_claim(claim).await;
+            match deleted? {
+                true => report.manifests_deleted += 1,
+                false => report.spared_in_use += 1,
             }
-            let deleted = self.delete_revision(name, digest, &mut refs_cache).await;
-            self.gate.release(digest);
-            deleted?;
-            report.manifests_deleted += 1;
+            released?;
         }
 
         // The blob store, one `<alg>/<xx>` directory at a time.
@@ -288,11 +447,24 @@ impl Registry {
             done: scans.len(),
             total: scans.len(),
         });
-        for (done, (alg, prefix)) in prefixes.into_iter().enumerate() {
+        // Deleted side by side, across directories: each delete waits for a
+        // sync (concurrent ones share it: group commit) or, on S3, for a few
+        // round trips. Gathered in batches, so memory stays bounded.
+        let mut doomed = Vec::new();
+        let last = total.saturating_sub(1);
+        // The next directories are listed while one is swept.
+        let mut listings = futures::stream::iter(prefixes)
+            .map(|(alg, prefix)| {
+                let dir = format!("{root}/{alg}/{prefix}");
+                async move { self.stored_blobs_in(&dir, &alg).await }
+            })
+            .buffered(4)
+            .enumerate();
+        while let Some((done, listed)) = listings.next().await {
             opts.step(GcStep::Sweeping { done, total });
+            self.keep_lease(lease).await?;
             {
-                let mut doomed = Vec::new();
-                for (digest, size, modified) in self.stored_blobs_in(&format!("{root}/{alg}/{prefix}"), &alg).await? {
+                for (digest, size, modified) in listed? {
                     let k = key(&digest);
                     if marked.contains(&k) {
                         continue;
@@ -309,14 +481,15 @@ impl Registry {
                     }
                     doomed.push((digest, k, size));
                 }
-                // Deleted side by side: each delete waits for a sync, and
-                // concurrent ones share it (group commit).
-                let deletions = futures::stream::iter(doomed)
+                if doomed.len() < GC_DELETE_BATCH && done < last {
+                    continue;
+                }
+                let deletions = futures::stream::iter(std::mem::take(&mut doomed))
                     .map(|(digest, k, size)| {
                         let links: Vec<String> = repos_linking(k)
                             .map(|i| layout::layer_link(&scans[i].0, &digest))
                             .collect();
-                        self.delete_blob_for_gc(digest, links, size, started, opts.grace)
+                        self.delete_blob_for_gc(digest, links, size, &pass)
                     })
                     .buffer_unordered(GC_DELETES_IN_FLIGHT)
                     .collect::<Vec<_>>()
@@ -347,14 +520,24 @@ impl Registry {
                     report.layer_links_deleted += 1;
                     continue;
                 }
-                if self.gate.claim(digest, started, opts.grace).is_err() {
+                let Some(claim) = self.claim(digest, false, &pass).await? else {
                     report.spared_in_use += 1;
                     continue;
+                };
+                let deleted = match self.claim_held(&claim) {
+                    true => self
+                        .backend
+                        .delete(&layout::layer_link(name, digest))
+                        .await
+                        .map(|()| true),
+                    false => Ok(false),
+                };
+                let released = self.release_claim(claim).await;
+                match deleted? {
+                    true => report.layer_links_deleted += 1,
+                    false => report.spared_in_use += 1,
                 }
-                let deleted = self.backend.delete(&layout::layer_link(name, digest)).await;
-                self.gate.release(digest);
-                deleted?;
-                report.layer_links_deleted += 1;
+                released?;
             }
         }
 
@@ -365,6 +548,9 @@ impl Registry {
             self.forget_quota_counts().await;
         }
         self.gate.forget_older_than(opts.grace);
+        if let (Some(g), Some(horizon), false) = (&self.shared_gate, pass.horizon, opts.dry_run) {
+            g.forget_pins_before(horizon).await?;
+        }
         report.duration_ms = started.elapsed().as_millis() as u64;
         Ok(report)
     }
@@ -377,10 +563,13 @@ impl Registry {
         digest: Digest,
         links: Vec<String>,
         size: u64,
-        pass_start: Instant,
-        grace: Duration,
+        pass: &PassClaims,
     ) -> Result<Option<(u64, usize)>> {
-        if self.gate.claim_for_deletion(&digest, pass_start, grace).is_err() {
+        let Some(claim) = self.claim(&digest, true, pass).await? else {
+            return Ok(None);
+        };
+        if !self.claim_held(&claim) {
+            self.release_claim(claim).await?;
             return Ok(None);
         }
         // Links first: a link without bytes reads as an unknown blob, bytes
@@ -397,37 +586,61 @@ impl Registry {
         // Before the release: a push of the same manifest after it must not
         // find the deleted bytes in the cache and skip storing them.
         self.manifest_cache.remove(&digest);
-        self.gate.release(&digest);
+        let released = self.release_claim(claim).await;
         result?;
+        released?;
         Ok(Some((size, links.len())))
     }
 
     /// What `name` holds, without the tags retention removed (`removed`,
     /// still there in a dry run).
     pub(crate) async fn scan_repository(&self, name: &RepoName, removed: &[TagInfo]) -> Result<RepoScan> {
+        // Each read is a round trip on S3: they run side by side, in order.
         let mut scan = RepoScan::default();
-        for tag in self.backend.list(&layout::tags_dir(name)).await? {
-            let Ok(tag) = tag.parse::<Tag>() else { continue };
-            if removed.iter().any(|t| t.tag == tag) {
-                continue;
-            }
-            if let Some(d) = self.resolve_tag(name, &tag).await? {
-                scan.tags.push(d);
-            }
+        let tags: Vec<Tag> = self
+            .backend
+            .list(&layout::tags_dir(name))
+            .await?
+            .into_iter()
+            .filter_map(|t| t.parse::<Tag>().ok())
+            .filter(|tag| !removed.iter().any(|t| &t.tag == tag))
+            .collect();
+        let resolved = futures::stream::iter(tags)
+            .map(|tag| async move { self.resolve_tag(name, &tag).await })
+            .buffered(GC_READS_IN_FLIGHT)
+            .collect::<Vec<_>>()
+            .await;
+        for d in resolved {
+            scan.tags.extend(d?);
         }
-        for d in self.list_digest_dirs(&layout::revisions_dir(name)).await? {
-            let t = self.link_time(&layout::manifest_revision_link(name, &d)).await?;
-            if let Some(t) = t {
-                scan.revisions.push((d, t));
-            }
-        }
-        for d in self.list_digest_dirs(&layout::layers_dir(name)).await? {
-            let t = self.link_time(&layout::layer_link(name, &d)).await?;
-            if let Some(t) = t {
-                scan.layers.push((d, t));
-            }
-        }
+        let revisions = self.list_digest_dirs(&layout::revisions_dir(name)).await?;
+        scan.revisions = self
+            .link_times(revisions, |d| layout::manifest_revision_link(name, d))
+            .await?;
+        let layers = self.list_digest_dirs(&layout::layers_dir(name)).await?;
+        scan.layers = self.link_times(layers, |d| layout::layer_link(name, d)).await?;
         Ok(scan)
+    }
+
+    /// The links of `digests` that exist (`link` names each), with their times.
+    async fn link_times(
+        &self,
+        digests: Vec<Digest>,
+        link: impl Fn(&Digest) -> String,
+    ) -> Result<Vec<(Digest, Option<SystemTime>)>> {
+        let times = futures::stream::iter(digests)
+            .map(|d| {
+                let key = link(&d);
+                async move { self.link_time(&key).await.map(|t| t.map(|t| (d, t))) }
+            })
+            .buffered(GC_READS_IN_FLIGHT)
+            .collect::<Vec<_>>()
+            .await;
+        let mut out = Vec::new();
+        for t in times {
+            out.extend(t?);
+        }
+        Ok(out)
     }
 
     /// `Some(modified)` when the link exists (`modified` may be unknown).
@@ -455,18 +668,29 @@ impl Registry {
     /// The blobs of one `<alg>/<xx>` directory of the blob store, with their
     /// size and modification time.
     async fn stored_blobs_in(&self, dir: &str, alg: &str) -> Result<Vec<(Digest, u64, Option<SystemTime>)>> {
+        let digests = self
+            .backend
+            .list(dir)
+            .await?
+            .into_iter()
+            .filter_map(|hex| format!("{alg}:{hex}").parse::<Digest>().ok());
+        // Side by side: on S3 each is a round trip.
+        let heads = futures::stream::iter(digests)
+            .map(|d| async move {
+                match self.backend.head(&layout::blob_data(&d)).await {
+                    Ok(meta) => Ok(Some((d, meta.size, meta.modified))),
+                    // A directory without data: an interrupted delete; the
+                    // empty directory costs nothing.
+                    Err(e) if e.is_not_found() => Ok(None),
+                    Err(e) => Err(RegistryError::from(e)),
+                }
+            })
+            .buffer_unordered(GC_READS_IN_FLIGHT)
+            .collect::<Vec<_>>()
+            .await;
         let mut out = Vec::new();
-        for hex in self.backend.list(dir).await? {
-            let Ok(d) = format!("{alg}:{hex}").parse::<Digest>() else {
-                continue;
-            };
-            match self.backend.head(&layout::blob_data(&d)).await {
-                Ok(meta) => out.push((d, meta.size, meta.modified)),
-                // A directory without data: an interrupted delete; the
-                // empty directory costs nothing.
-                Err(e) if e.is_not_found() => {}
-                Err(e) => return Err(e.into()),
-            }
+        for h in heads {
+            out.extend(h?);
         }
         Ok(out)
     }

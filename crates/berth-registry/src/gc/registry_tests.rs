@@ -129,34 +129,6 @@ async fn unreferenced_blobs_go_and_images_stay() {
     assert_eq!((again.blobs_deleted, again.layer_links_deleted), (0, 0), "{again:?}");
 }
 
-/// On storage other processes may write (S3 replicas) the in-memory gate
-/// cannot order their pushes against a pass: deleting passes are refused,
-/// and nothing is deleted; a dry run still reports.
-#[tokio::test]
-async fn a_pass_that_deletes_is_refused_on_shared_storage() {
-    let dir = tempfile::tempdir().unwrap();
-    let backend = Arc::new(FsBackend::new(dir.path()));
-    let config = RegistryConfig {
-        exclusive_storage: false,
-        ..RegistryConfig::default()
-    };
-    let reg = Registry::new(backend, config);
-    let repo = name("gc/shared");
-    let orphan = push_blob(&reg, &repo, b"unreferenced on shared storage").await;
-    let dry = reg
-        .collect_garbage(&GcOptions {
-            dry_run: true,
-            ..now_opts()
-        })
-        .await
-        .unwrap();
-    assert_eq!(dry.blobs_deleted, 1, "{dry:?}");
-    let err = reg.collect_garbage(&now_opts()).await.unwrap_err();
-    assert!(matches!(err, RegistryError::Unsupported(_)), "{err:?}");
-    assert!(err.to_string().contains("other berth processes"), "{err}");
-    assert!(data_exists(&dir, &orphan), "nothing was deleted");
-}
-
 #[tokio::test]
 async fn the_grace_period_keeps_young_blobs() {
     let (dir, reg) = registry();

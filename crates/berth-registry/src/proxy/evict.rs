@@ -249,7 +249,16 @@ impl Registry {
                 };
                 let blob_links = links.remove(b).unwrap_or_default();
                 match self
-                    .delete_blob_for_gc(digest, blob_links, size, started, Duration::ZERO)
+                    .delete_blob_for_gc(
+                        digest,
+                        blob_links,
+                        size,
+                        &crate::gc::PassClaims {
+                            started,
+                            grace: Duration::ZERO,
+                            horizon: None,
+                        },
+                    )
                     .await?
                 {
                     Some((freed, _)) => {

@@ -416,6 +416,29 @@ impl Backend for FsBackend {
         self.sync.commit(key).await
     }
 
+    async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<bool> {
+        let path = self.path(key);
+        let owned = key.to_owned();
+        let root = self.root.clone();
+        // A hard link, unlike a rename, refuses to replace its target: the
+        // file appears whole (written and synced first) or not at all.
+        blocking(move || {
+            let tmp = write_temp(&root, &data, true).map_err(|e| StorageError::io(&owned, e))?;
+            let linked = with_parent(&path, |_| fs::hard_link(&tmp, &path));
+            let _ = fs::remove_file(&tmp);
+            match linked {
+                Ok(()) => {
+                    sync_dir(path.parent().expect("storage paths have a parent"))
+                        .map_err(|e| StorageError::io(&owned, e))?;
+                    Ok(true)
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+                Err(e) => Err(StorageError::io(&owned, e)),
+            }
+        })
+        .await
+    }
+
     async fn put_ephemeral(&self, key: &str, data: Bytes) -> Result<()> {
         let path = self.path(key);
         let key = key.to_owned();

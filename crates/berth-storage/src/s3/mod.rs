@@ -25,7 +25,7 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::aws::AmazonS3;
 use object_store::path::Path;
 use object_store::signer::Signer;
-use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutOptions, PutPayload};
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -303,6 +303,22 @@ impl Backend for S3Backend {
             .await
             .map(|_| ())
             .map_err(|e| errors::map(key, e))
+    }
+
+    async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<bool> {
+        let created = self
+            .store
+            .put_opts(
+                &self.path(key),
+                PutPayload::from_bytes(data),
+                PutOptions::from(object_store::PutMode::Create),
+            )
+            .await;
+        match created {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => Ok(false),
+            Err(e) => Err(errors::map(key, e)),
+        }
     }
 
     async fn delete(&self, key: &str) -> Result<()> {

@@ -1,0 +1,325 @@
+//! The shared protocol with two registries ("replicas") on one data
+//! directory, each with its own in-memory gate, so that only the store
+//! orders them: what the pins, claims and lease decide, and the interleavings
+//! of one replica's pushes with the other's pass. The same protocol runs on
+//! Ceph RGW in `crates/berth/tests/s3_gc.rs`.
+
+use super::*;
+use crate::gc::registry_tests::{
+    blob_readable, data_exists, image, name, now_opts, push_blob, push_image, put, sha256, OCI_MANIFEST,
+};
+use crate::{GcOptions, Registry, RegistryConfig};
+use berth_storage::FsBackend;
+
+/// Short enough for tests: a pin refuses claims for about
+/// 2 x `pin_validity` (+1 s of store-time resolution).
+fn timing() -> SharedTiming {
+    SharedTiming {
+        pin_validity: Duration::from_millis(250),
+        claim_limit: Duration::from_secs(10),
+        stale_claim: Duration::from_millis(400),
+        lease_ttl: Duration::from_secs(2),
+        poll: Duration::from_millis(20),
+    }
+}
+
+/// How long after its last pin a digest becomes collectable.
+const SETTLE: Duration = Duration::from_millis(1_700);
+
+fn replicas(dir: &tempfile::TempDir) -> (Arc<Registry>, Arc<Registry>) {
+    let replica = || {
+        let backend: Arc<dyn Backend> = Arc::new(FsBackend::new(dir.path()));
+        let config = RegistryConfig {
+            exclusive_storage: false,
+            gc_shared: timing(),
+            ..RegistryConfig::default()
+        };
+        Arc::new(Registry::new(backend, config))
+    };
+    (replica(), replica())
+}
+
+fn gate(reg: &Registry) -> &SharedGate {
+    reg.shared_gate.as_ref().expect("shared storage")
+}
+
+#[tokio::test]
+async fn a_replica_collects_what_no_replica_references() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = replicas(&dir);
+    let repo = name("shared/app");
+    let kept = push_image(&a, &repo, "v1", b"{\"s\":1}", &[b"kept layer"]).await;
+    let orphan = push_blob(&b, &repo, b"pushed by b, never referenced").await;
+
+    // Just pushed: the pins spare everything.
+    let young = b.collect_garbage(&now_opts()).await.unwrap();
+    assert_eq!(young.blobs_deleted, 0, "{young:?}");
+    assert!(young.spared_in_use >= 1, "{young:?}");
+
+    tokio::time::sleep(SETTLE).await;
+    let report = b.collect_garbage(&now_opts()).await.unwrap();
+    assert_eq!(report.blobs_deleted, 1, "{report:?}");
+    assert!(!data_exists(&dir, &orphan));
+    for stays in [&kept, &sha256(b"kept layer"), &sha256(b"{\"s\":1}")] {
+        assert!(data_exists(&dir, stays), "{stays} must stay");
+        assert!(blob_readable(&a, &repo, stays).await);
+    }
+    // The pass removed the pins it no longer needs, and left no claim or lease.
+    let backend = FsBackend::new(dir.path());
+    assert!(backend.list(&layout::gc_claims_dir()).await.unwrap().is_empty());
+    assert!(backend.head(&layout::gc_lease()).await.unwrap_err().is_not_found());
+    assert!(
+        backend.list(&layout::gc_pins_of(&orphan)).await.unwrap().is_empty(),
+        "old pins are forgotten"
+    );
+}
+
+/// The pusher's pin is written first: the other replica's claim sees it and
+/// spares the digest, however long the push holds it.
+#[tokio::test]
+async fn a_pin_in_the_store_spares_the_digest_on_another_replica() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = replicas(&dir);
+    let repo = name("shared/pinned");
+    let layer = push_blob(&a, &repo, b"layer a is about to reference").await;
+    tokio::time::sleep(SETTLE).await;
+
+    let pins = a.pin_references([&layer]).await.unwrap();
+    let report = b.collect_garbage(&now_opts()).await.unwrap();
+    assert_eq!(report.blobs_deleted, 0, "{report:?}");
+    assert_eq!(report.spared_in_use, 1, "{report:?}");
+    assert!(data_exists(&dir, &layer));
+    pins.confirm().unwrap();
+    drop(pins);
+
+    // Once the pin is older than the horizon, the unreferenced layer goes.
+    tokio::time::sleep(SETTLE).await;
+    let report = b.collect_garbage(&now_opts()).await.unwrap();
+    assert_eq!(report.blobs_deleted, 1, "{report:?}");
+}
+
+/// The collector's claim is written first: a manifest PUT on the other
+/// replica waits until the deletion is over, then finds the layer gone and is
+/// refused (the client uploads it again), rather than acknowledged over
+/// missing bytes.
+#[tokio::test]
+async fn a_push_on_one_replica_waits_for_the_other_replicas_deletion() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = replicas(&dir);
+    let repo = name("shared/race");
+    push_blob(&a, &repo, b"{\"r\":1}").await;
+    let layer = push_blob(&a, &repo, b"deleted under a push").await;
+    tokio::time::sleep(SETTLE).await;
+
+    let claim = gate(&b)
+        .claim(&layer, SystemTime::now())
+        .await
+        .unwrap()
+        .expect("nothing pins the layer");
+    let pusher = {
+        let (a, repo) = (a.clone(), repo.clone());
+        tokio::spawn(async move {
+            let manifest = image(b"{\"r\":1}", &[b"deleted under a push"]);
+            put(&a, &repo, "v1", OCI_MANIFEST, &manifest).await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!pusher.is_finished(), "the PUT waits while the layer is claimed");
+    b.backend.delete(&layout::layer_link(&repo, &layer)).await.unwrap();
+    b.backend.delete_prefix(&layout::blob_dir(&layer)).await.unwrap();
+    gate(&b).release(claim).await.unwrap();
+    let result = pusher.await.unwrap();
+    assert!(
+        matches!(result, Err(RegistryError::ManifestBlobUnknown(ref d)) if d == &layer),
+        "{result:?}"
+    );
+    // The client uploads again: the push succeeds and reads whole.
+    push_blob(&a, &repo, b"deleted under a push").await;
+    let manifest = image(b"{\"r\":1}", &[b"deleted under a push"]);
+    put(&a, &repo, "v1", OCI_MANIFEST, &manifest).await.unwrap();
+    assert!(blob_readable(&b, &repo, &layer).await);
+}
+
+/// The claim is checked after the pin is written: a claim written meanwhile
+/// by the other replica sees the pin and is refused (and removed).
+#[tokio::test]
+async fn a_claim_after_a_pin_is_refused_and_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = replicas(&dir);
+    let d = sha256(b"any digest");
+    let horizon = SystemTime::now() - Duration::from_secs(5);
+    let pins = a.pin_references([&d]).await.unwrap();
+    let refused = gate(&b).claim(&d, horizon).await.unwrap();
+    assert!(matches!(refused, Err(Busy::Pinned)));
+    assert!(b.backend.list(&layout::gc_claims_dir()).await.unwrap().is_empty());
+    drop(pins);
+    // A horizon after the pin: the pin no longer refuses.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let later = SystemTime::now() + Duration::from_secs(1);
+    let claim = gate(&b).claim(&d, later).await.unwrap().expect("old pin");
+    gate(&b).release(claim).await.unwrap();
+}
+
+/// A collector that died leaves its claim: a pusher waits `stale_claim`,
+/// then removes it and goes on.
+#[tokio::test]
+async fn a_pusher_removes_a_claim_whose_collector_died() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, _b) = replicas(&dir);
+    let d = sha256(b"claimed by a dead collector");
+    a.backend
+        .put(&layout::gc_claim(&d), Bytes::from_static(b"dead"))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let pins = a.pin_references([&d]).await.unwrap();
+    let waited = started.elapsed();
+    assert!(waited >= timing().stale_claim, "waited only {waited:?}");
+    assert!(waited < Duration::from_secs(5), "waited {waited:?}");
+    assert!(a.backend.head(&layout::gc_claim(&d)).await.unwrap_err().is_not_found());
+    pins.confirm().unwrap();
+}
+
+/// An operation that took longer than a pin is valid fails before it
+/// acknowledges (503, retry): its pin may no longer protect it.
+#[tokio::test]
+async fn references_written_too_long_after_their_pins_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, _b) = replicas(&dir);
+    let pins = a.pin_references([&sha256(b"slow")]).await.unwrap();
+    tokio::time::sleep(timing().pin_validity + Duration::from_millis(50)).await;
+    let err = pins.confirm().unwrap_err();
+    assert!(
+        matches!(err, RegistryError::Storage(StorageError::Unavailable { .. })),
+        "{err:?}"
+    );
+}
+
+/// One collector per bucket: the lease. A pass on the other replica while it
+/// is held is refused as busy; a lease not renewed within its time is taken
+/// over, with the next epoch.
+#[tokio::test]
+async fn one_pass_at_a_time_across_replicas() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = replicas(&dir);
+    let clock = gate(&a).clock().await.unwrap();
+    let lease = gate(&a).acquire_lease(&clock).await.unwrap().expect("free");
+    assert!(gate(&b).acquire_lease(&clock).await.unwrap().is_none());
+    let err = b.collect_garbage(&now_opts()).await.unwrap_err();
+    assert!(matches!(err, RegistryError::Busy(_)), "{err:?}");
+    // A dry run needs no lease.
+    let dry = GcOptions {
+        dry_run: true,
+        ..now_opts()
+    };
+    b.collect_garbage(&dry).await.unwrap();
+    gate(&a).release_lease(lease).await.unwrap();
+    b.collect_garbage(&now_opts()).await.unwrap();
+
+    // a takes it and stops renewing (a crash): after lease_ttl, b takes over.
+    let clock = gate(&a).clock().await.unwrap();
+    let stalled = gate(&a).acquire_lease(&clock).await.unwrap().expect("free");
+    assert_eq!(stalled.epoch, 1);
+    tokio::time::sleep(timing().lease_ttl + Duration::from_millis(1_100)).await;
+    let clock = gate(&b).clock().await.unwrap();
+    let taken = gate(&b).acquire_lease(&clock).await.unwrap().expect("stale lease");
+    assert_eq!(taken.epoch, 2);
+    // The stalled holder finds out when it renews, and does not remove b's lease.
+    let mut stalled = stalled;
+    stalled.renewed = Instant::now() - timing().lease_ttl;
+    assert!(matches!(
+        gate(&a).renew(&mut stalled).await,
+        Err(RegistryError::Busy(_))
+    ));
+    gate(&a).release_lease(stalled).await.unwrap();
+    assert!(b.backend.head(&layout::gc_lease()).await.is_ok());
+    gate(&b).release_lease(taken).await.unwrap();
+}
+
+/// Pushes on two replicas sharing layers while both run passes in a loop:
+/// every acknowledged image stays whole; once quiet, what nothing references
+/// is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pushes_on_two_replicas_against_collectors_on_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = replicas(&dir);
+    let repo = name("shared/stress");
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut collectors = Vec::new();
+    for reg in [a.clone(), b.clone()] {
+        let stop = stop.clone();
+        collectors.push(tokio::spawn(async move {
+            let mut passes = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match reg.collect_garbage(&now_opts()).await {
+                    Ok(_) => passes += 1,
+                    Err(RegistryError::Busy(_)) => {}
+                    Err(e) => panic!("pass failed: {e}"),
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            passes
+        }));
+    }
+    let mut pushers = Vec::new();
+    for p in 0..4u8 {
+        let reg = if p % 2 == 0 { a.clone() } else { b.clone() };
+        let repo = repo.clone();
+        pushers.push(tokio::spawn(async move {
+            let mut acknowledged = Vec::new();
+            for i in 0..12u8 {
+                let config = format!("{{\"p\":{p},\"i\":{i}}}").into_bytes();
+                let own = format!("own layer {p} {i}").into_bytes();
+                let shared = format!("shared layer {}", i % 3).into_bytes();
+                let tag = format!("p{p}-{i}");
+                // A push refused because a layer was collected under it is
+                // retried, as a client does (it uploads the layer again).
+                for _attempt in 0..5 {
+                    push_blob(&reg, &repo, &config).await;
+                    push_blob(&reg, &repo, &own).await;
+                    push_blob(&reg, &repo, &shared).await;
+                    let manifest = image(&config, &[&own, &shared]);
+                    match put(&reg, &repo, &tag, OCI_MANIFEST, &manifest).await {
+                        Ok(d) => {
+                            acknowledged.push((tag.clone(), d, vec![sha256(&config), sha256(&own), sha256(&shared)]));
+                            break;
+                        }
+                        Err(RegistryError::ManifestBlobUnknown(_)) => continue,
+                        Err(e) => panic!("push failed: {e}"),
+                    }
+                }
+                // Some orphans and some deleted images for the collectors.
+                push_blob(&reg, &repo, format!("orphan {p} {i}").as_bytes()).await;
+            }
+            acknowledged
+        }));
+    }
+    let mut images = Vec::new();
+    for p in pushers {
+        images.extend(p.await.unwrap());
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let passes: usize = futures::future::join_all(collectors)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap())
+        .sum();
+    assert!(passes >= 2, "the collectors ran ({passes} passes)");
+    assert_eq!(images.len(), 48, "every push was eventually acknowledged");
+    tokio::time::sleep(SETTLE).await;
+    a.collect_garbage(&now_opts()).await.unwrap();
+    for (tag, digest, blobs) in &images {
+        for reg in [&a, &b] {
+            let m = reg.get_manifest(&repo, &tag.parse().unwrap()).await.unwrap();
+            assert_eq!(&m.digest, digest);
+            for blob in blobs {
+                assert!(blob_readable(reg, &repo, blob).await, "{tag}: {blob} lost");
+            }
+        }
+    }
+    for p in 0..4u8 {
+        for i in 0..12u8 {
+            assert!(!data_exists(&dir, &sha256(format!("orphan {p} {i}").as_bytes())));
+        }
+    }
+}

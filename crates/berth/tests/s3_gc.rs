@@ -1,0 +1,320 @@
+//! Garbage collection on S3 with several replicas on one bucket (Ceph RGW):
+//! pushers on every replica, sharing layers, moving tags and deleting
+//! images, while the replicas run passes in a loop (one at a time: the
+//! lease), one of them `kill -9`'d in the middle and started again. At the
+//! end every acknowledged image pulls whole from every replica, and after a
+//! last pass what nothing references is gone from the bucket.
+//!
+//! Ceph is named by `BERTH_TEST_S3_CEPH_*`; without them the test says so and
+//! passes, except in CI (`CI=true`), where it fails.
+
+mod conformance_common;
+mod support;
+
+use conformance_common::*;
+use reqwest::{Method, StatusCode};
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use support::s3::S3Engine;
+use support::BerthProcess;
+
+/// Short timings, the same on every replica: a pin protects its blobs for
+/// 2 s (twice the validity), a dead collector's lease and claims last 3 s.
+const GC_ARGS: &[&str] = &[
+    "--no-self-image",
+    "--gc-interval",
+    "0",
+    "--gc-grace",
+    "0s",
+    "--gc-pin-validity",
+    "1s",
+    "--gc-lease-time",
+    "3s",
+];
+
+fn replica(engine: &S3Engine, storage: &str, data: &std::path::Path) -> BerthProcess {
+    let mut extra: Vec<String> = GC_ARGS.iter().map(|s| s.to_string()).collect();
+    extra.extend(engine.serve_args(storage));
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    BerthProcess::spawn_with(data, &extra, |cmd| engine.configure(cmd))
+}
+
+/// One acknowledged image: its tag, manifest digest and blobs.
+#[derive(Clone)]
+struct Pushed {
+    tag: String,
+    digest: String,
+    blobs: Vec<(String, Vec<u8>)>,
+}
+
+/// Pushes config and layers, then the manifest; a manifest refused because a
+/// collector deleted one of its blobs meanwhile is pushed again from the
+/// blobs, as a client does. `None` when the replica went away.
+async fn push(c: &Client, repo: &str, tag: &str, blobs: &[Vec<u8>]) -> Option<Pushed> {
+    for _attempt in 0..10 {
+        for b in blobs {
+            let loc = c
+                .req(Method::POST, &format!("/v2/{repo}/blobs/uploads/?digest={}", sha256(b)))
+                .header("content-type", "application/octet-stream")
+                .body(b.clone())
+                .send()
+                .await
+                .ok()?;
+            assert_eq!(loc.status(), StatusCode::CREATED, "{}", text(loc).await);
+        }
+        let layers: Vec<&[u8]> = blobs[1..].iter().map(Vec::as_slice).collect();
+        let manifest = image_manifest(&blobs[0], &layers);
+        let r = c
+            .req(Method::PUT, &format!("/v2/{repo}/manifests/{tag}"))
+            .header("content-type", OCI_MANIFEST)
+            .body(manifest.clone())
+            .send()
+            .await
+            .ok()?;
+        match r.status() {
+            StatusCode::CREATED => {
+                return Some(Pushed {
+                    tag: tag.to_owned(),
+                    digest: sha256(&manifest),
+                    blobs: blobs.iter().map(|b| (sha256(b), b.clone())).collect(),
+                })
+            }
+            StatusCode::BAD_REQUEST => {
+                let body = text(r).await;
+                assert!(body.contains("MANIFEST_BLOB_UNKNOWN"), "{body}");
+            }
+            s => panic!("manifest PUT answered {s}: {}", text(r).await),
+        }
+    }
+    panic!("{repo}:{tag} refused ten times in a row")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_collect_while_pushing_and_one_is_killed() {
+    let Some(engine) = S3Engine::ceph() else { return };
+    let storage = engine.unique_storage();
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let replicas: Vec<BerthProcess> = dirs.iter().map(|d| replica(&engine, &storage, d.path())).collect();
+    let urls = Arc::new(Mutex::new(replicas.iter().map(|r| r.url.clone()).collect::<Vec<_>>()));
+    let mut replicas: Vec<Option<BerthProcess>> = replicas.into_iter().map(Some).collect();
+    let repo = "gc/stress";
+
+    // Two collectors: each POSTs /berth/v1/gc to the replicas in turn (one
+    // starting at A, one at B), until told to stop; the lease lets one pass
+    // run at a time, the other is answered 409.
+    let stop = Arc::new(AtomicBool::new(false));
+    let passes = Arc::new(AtomicUsize::new(0));
+    let busy = Arc::new(AtomicUsize::new(0));
+    let freed = Arc::new(AtomicUsize::new(0));
+    let collectors: Vec<_> = (0..2)
+        .map(|start| {
+            let (urls, stop, passes, busy, freed) =
+                (urls.clone(), stop.clone(), passes.clone(), busy.clone(), freed.clone());
+            tokio::spawn(async move {
+                let mut i = start;
+                while !stop.load(Ordering::Relaxed) {
+                    let url = urls.lock().unwrap()[i % 3].clone();
+                    i += 1;
+                    let Ok(r) = Client::new(&url).req(Method::POST, "/berth/v1/gc").send().await else {
+                        continue; // the replica being killed
+                    };
+                    match r.status() {
+                        StatusCode::OK => {
+                            let report = json_body(r).await;
+                            eprintln!("pass: {report}");
+                            passes.fetch_add(1, Ordering::Relaxed);
+                            freed.fetch_add(report["blobs_deleted"].as_u64().unwrap() as usize, Ordering::Relaxed);
+                        }
+                        StatusCode::CONFLICT => {
+                            busy.fetch_add(1, Ordering::Relaxed);
+                        }
+                        s => panic!("a pass answered {s}: {}", text(r).await),
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            })
+        })
+        .collect();
+
+    // Pushers: 8, spread over the replicas, sharing layers; each also moves
+    // a tag and deletes one of its images.
+    let mut pushers = Vec::new();
+    for p in 0..8u64 {
+        let urls = urls.clone();
+        pushers.push(tokio::spawn(async move {
+            let mut kept = Vec::new();
+            let mut deleted = Vec::new();
+            for i in 0..6u64 {
+                let url = urls.lock().unwrap()[((p + i) % 3) as usize].clone();
+                let c = Client::new(&url);
+                let blobs = vec![
+                    format!("{{\"pusher\":{p},\"image\":{i}}}").into_bytes(),
+                    data(1000 + p * 100 + i, 20_000 + (p * 7 + i) as usize * 1000),
+                    data(i % 3, 50_000),
+                ];
+                let tag = format!("p{p}-i{i}");
+                let Some(image) = push(&c, repo, &tag, &blobs).await else {
+                    continue; // the replica was killed under the push: not acknowledged
+                };
+                // The "latest" tag of this pusher moves with each image.
+                let moved = push(&c, repo, &format!("p{p}-latest"), &blobs).await;
+                if i == 2 {
+                    // Deleted: its own layer becomes garbage.
+                    let r = c.delete(&format!("/v2/{repo}/manifests/{}", image.digest)).await;
+                    assert_eq!(r.status(), StatusCode::ACCEPTED);
+                    deleted.push(image);
+                } else {
+                    kept.push(image.clone());
+                    if let Some(m) = moved {
+                        if i == 5 {
+                            kept.push(m);
+                        }
+                    }
+                }
+                // An orphan: uploaded, never referenced.
+                let orphan = data(9000 + p * 10 + i, 3_000);
+                let _ = c
+                    .req(
+                        Method::POST,
+                        &format!("/v2/{repo}/blobs/uploads/?digest={}", sha256(&orphan)),
+                    )
+                    .body(orphan)
+                    .send()
+                    .await;
+            }
+            (kept, deleted)
+        }));
+    }
+
+    // Meanwhile replica 2 is killed (perhaps in a pass, holding the lease or
+    // a claim) and started again.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let mut killed = replicas[2].take().unwrap();
+    killed.child.kill().unwrap();
+    let _ = killed.child.wait();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let restarted = replica(&engine, &storage, dirs[2].path());
+    urls.lock().unwrap()[2] = restarted.url.clone();
+    replicas[2] = Some(restarted);
+
+    let mut kept = Vec::new();
+    let mut deleted = Vec::new();
+    for p in pushers {
+        let (k, d) = p.await.unwrap();
+        kept.extend(k);
+        deleted.extend(d);
+    }
+    stop.store(true, Ordering::Relaxed);
+    for c in collectors {
+        c.await.unwrap();
+    }
+    let passes = passes.load(Ordering::Relaxed);
+    let freed = freed.load(Ordering::Relaxed);
+    eprintln!(
+        "{} images kept, {} deleted; {passes} passes freed {freed} blobs, {} refused as busy",
+        kept.len(),
+        deleted.len(),
+        busy.load(Ordering::Relaxed)
+    );
+    assert!(passes >= 2, "the collectors ran ({passes} passes)");
+    assert!(freed > 0, "passes during the pushes deleted blobs");
+    assert!(kept.len() >= 30, "most pushes were acknowledged ({})", kept.len());
+
+    // Quiet now: after the pins' horizon (and the killed replica's lease
+    // and claims) have passed, one last pass takes what nothing references.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let urls: Vec<String> = urls.lock().unwrap().clone();
+    let last = Client::new(&urls[0])
+        .req(Method::POST, "/berth/v1/gc")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(last.status(), StatusCode::OK, "{}", text(last).await);
+    let report = json_body(last).await;
+    eprintln!("last pass: {report}");
+
+    // Every acknowledged image pulls whole, from every replica.
+    for url in &urls {
+        let c = Client::new(url);
+        for image in &kept {
+            let r = c
+                .req(Method::GET, &format!("/v2/{repo}/manifests/{}", image.digest))
+                .header("accept", OCI_MANIFEST)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::OK, "{}@{}", image.tag, image.digest);
+            for (digest, bytes) in &image.blobs {
+                let r = c.get(&format!("/v2/{repo}/blobs/{digest}")).await;
+                assert_eq!(r.status(), StatusCode::OK, "{}: blob {digest} lost", image.tag);
+                assert_eq!(&r.bytes().await.unwrap()[..], &bytes[..], "{}: {digest}", image.tag);
+            }
+        }
+    }
+
+    // What is left in the bucket is exactly what the kept images name.
+    let backend = engine.backend(&storage).await;
+    let mut stored = BTreeSet::new();
+    let root = berth_storage::layout::blobs_root();
+    use berth_storage::Backend;
+    for alg in backend.list(&root).await.unwrap() {
+        for prefix in backend.list(&format!("{root}/{alg}")).await.unwrap() {
+            for hex in backend.list(&format!("{root}/{alg}/{prefix}")).await.unwrap() {
+                let key = format!("{root}/{alg}/{prefix}/{hex}/data");
+                if backend.head(&key).await.is_ok() {
+                    stored.insert(format!("{alg}:{hex}"));
+                }
+            }
+        }
+    }
+    let mut wanted = BTreeSet::new();
+    for image in &kept {
+        wanted.insert(image.digest.clone());
+        wanted.extend(image.blobs.iter().map(|(d, _)| d.clone()));
+    }
+    // Beyond those, only what a tag still names may stay: an image whose
+    // manifest PUT succeeded as its replica was killed, unacknowledged.
+    let named = named_by_tags(&urls[0], repo).await;
+    for d in stored.difference(&wanted) {
+        assert!(named.contains(d), "{d} is stored but nothing references it");
+    }
+    for img in &deleted {
+        assert!(
+            !stored.contains(&img.digest),
+            "deleted manifest {} still stored",
+            img.digest
+        );
+    }
+    for p in 0..8u64 {
+        for i in 0..6u64 {
+            let orphan = sha256(&data(9000 + p * 10 + i, 3_000));
+            assert!(!stored.contains(&orphan), "orphan {orphan} still stored");
+        }
+    }
+    drop(replicas);
+    engine.remove(&storage);
+}
+
+/// Every digest the tags of `repo` name: their manifests and what those reference.
+async fn named_by_tags(url: &str, repo: &str) -> BTreeSet<String> {
+    let c = Client::new(url);
+    let tags = json_body(c.get(&format!("/v2/{repo}/tags/list")).await).await;
+    let mut named = BTreeSet::new();
+    for tag in tags["tags"].as_array().into_iter().flatten() {
+        let r = c
+            .req(Method::GET, &format!("/v2/{repo}/manifests/{}", tag.as_str().unwrap()))
+            .header("accept", OCI_MANIFEST)
+            .send()
+            .await
+            .unwrap();
+        named.insert(header(&r, "docker-content-digest").unwrap().to_owned());
+        let body: serde_json::Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+        named.insert(body["config"]["digest"].as_str().unwrap().to_owned());
+        for l in body["layers"].as_array().unwrap() {
+            named.insert(l["digest"].as_str().unwrap().to_owned());
+        }
+    }
+    named
+}
