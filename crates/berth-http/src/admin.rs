@@ -20,6 +20,7 @@ use http::request::Parts;
 use http::{HeaderValue, Method, StatusCode};
 use serde::Deserialize;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 pub(crate) const AUGMENTATIONS: &str = "/berth/v1/augmentations";
 pub(crate) const AUGMENTATIONS_SLASH: &str = "/berth/v1/augmentations/";
@@ -27,7 +28,7 @@ pub(crate) const AUGMENTATIONS_SLASH: &str = "/berth/v1/augmentations/";
 const AUGMENTATION_REQUEST_LIMIT: usize = 64 << 10;
 
 /// Handles a `/berth/v1/...` path, or `None` when it is not one of berth's.
-pub async fn handle(reg: &Registry, req: &Parts, body: Body) -> Option<Result<Response, ApiError>> {
+pub async fn handle(reg: &Arc<Registry>, req: &Parts, body: Body) -> Option<Result<Response, ApiError>> {
     let method = &req.method;
     match req.uri.path() {
         "/berth/v1/gc" => Some(gc(reg, method).await),
@@ -135,13 +136,13 @@ async fn show_augmentation(reg: &Registry, method: &Method, id: &str) -> Result<
     Ok(json_response(serde_json::to_vec(&answer).expect("JSON serializes")))
 }
 
-async fn gc(reg: &Registry, method: &Method) -> Result<Response, ApiError> {
+async fn gc(reg: &Arc<Registry>, method: &Method) -> Result<Response, ApiError> {
     let dry_run = match *method {
         Method::GET => true,
         Method::POST => false,
         _ => return Err(ApiError::method_not_allowed()),
     };
-    let report = reg.collect_garbage(&reg.gc_options(dry_run)).await?;
+    let report = reg.collect_garbage_detached(reg.gc_options(dry_run)).await?;
     if !dry_run {
         tracing::info!(
             blobs_deleted = report.blobs_deleted,

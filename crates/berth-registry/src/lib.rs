@@ -166,6 +166,7 @@ impl Registry {
             delete_untagged_after: self.config.delete_untagged_after,
             dry_run,
             progress: None,
+            yield_to_requests: true,
         }
     }
 

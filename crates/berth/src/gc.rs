@@ -57,6 +57,8 @@ pub fn run(args: GcArgs) -> anyhow::Result<()> {
                 delete_untagged_after: args.delete_untagged_after,
                 dry_run: args.dry_run,
                 progress: Some(hook),
+                // No server: nothing to leave the machine to.
+                yield_to_requests: false,
             })
             .await
     })?;

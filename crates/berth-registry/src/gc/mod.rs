@@ -21,6 +21,7 @@
 //! The safety argument is in ARCHITECTURE.md ("Garbage collection").
 
 pub(crate) mod gate;
+mod pace;
 pub(crate) mod shared;
 
 use futures::StreamExt;
@@ -30,6 +31,7 @@ use crate::{Registry, RegistryError, Result};
 use berth_spec::{Digest, Manifest, ManifestKind, RepoName, Tag};
 use berth_storage::layout;
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 /// Blob deletions a pass runs at once (they share the filesystem's syncs).
@@ -60,9 +62,25 @@ impl ReferencePins<'_> {
 }
 
 /// A digest the collector holds, in this process's gate and in the store.
-struct Claim {
+struct Claim<'r> {
+    registry: &'r Registry,
     digest: Digest,
     shared: Option<shared::StoreClaim>,
+    released: bool,
+}
+
+impl Drop for Claim<'_> {
+    /// A pass dropped half-way (its task cancelled) must not leave the
+    /// digest claimed: every push of it would wait for ever.
+    fn drop(&mut self) {
+        if self.released {
+            return;
+        }
+        self.registry.gate.release(&self.digest);
+        if let (Some(g), Some(c)) = (&self.registry.shared_gate, self.shared.take()) {
+            g.release_in_background(c);
+        }
+    }
 }
 
 /// What a pass needs to claim digests.
@@ -87,6 +105,9 @@ pub struct GcOptions {
     pub dry_run: bool,
     /// Told how far the pass is (for a progress bar).
     pub progress: Option<ProgressHook>,
+    /// Rest as long as it works, leaving the machine to requests (passes
+    /// the server runs; see `pace.rs`). Off, the pass goes flat out.
+    pub yield_to_requests: bool,
 }
 
 /// How far a pass is: repositories marked, blob store directories swept.
@@ -205,7 +226,7 @@ impl Registry {
     }
 
     /// Claims `digest` (for its bytes when `bytes`, else for a link to it).
-    async fn claim(&self, digest: &Digest, bytes: bool, pass: &PassClaims) -> Result<Option<Claim>> {
+    async fn claim(&self, digest: &Digest, bytes: bool, pass: &PassClaims) -> Result<Option<Claim<'_>>> {
         let local = match bytes {
             true => self.gate.claim_for_deletion(digest, pass.started, pass.grace),
             false => self.gate.claim(digest, pass.started, pass.grace),
@@ -228,8 +249,10 @@ impl Registry {
             _ => None,
         };
         Ok(Some(Claim {
+            registry: self,
             digest: digest.clone(),
             shared,
+            released: false,
         }))
     }
 
@@ -242,13 +265,27 @@ impl Registry {
         }
     }
 
-    async fn release_claim(&self, claim: Claim) -> Result<()> {
-        let result = match (&self.shared_gate, claim.shared) {
+    async fn release_claim(&self, mut claim: Claim<'_>) -> Result<()> {
+        // Pushes waiting here then wait for the store's claim, if any.
+        self.gate.release(&claim.digest);
+        claim.released = true;
+        match (&self.shared_gate, claim.shared.take()) {
             (Some(g), Some(c)) => g.release(c).await,
             _ => Ok(()),
-        };
-        self.gate.release(&claim.digest);
-        result
+        }
+    }
+
+    /// Runs one pass in a task of its own, so that a caller that goes away
+    /// (a client disconnecting from `POST /berth/v1/gc`) does not stop it
+    /// half-way: it finishes, and its report is logged.
+    pub async fn collect_garbage_detached(self: &Arc<Self>, opts: GcOptions) -> Result<GcReport> {
+        let registry = self.clone();
+        let pass = tokio::spawn(async move { registry.collect_garbage(&opts).await });
+        match pass.await {
+            Ok(result) => result,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => Err(RegistryError::Busy("the server is shutting down".into())),
+        }
     }
 
     /// Runs one garbage collection pass. Passes do not overlap: a second
@@ -313,6 +350,7 @@ impl Registry {
         lease: Option<&tokio::sync::Mutex<shared::Lease>>,
     ) -> Result<GcReport> {
         let started = Instant::now();
+        let mut pacer = pace::Pacer::new(opts.yield_to_requests);
         // Ages are measured in the store's time where other processes write it.
         let now = clock.map_or_else(SystemTime::now, |c| c.now());
         let pass = PassClaims {
@@ -346,6 +384,7 @@ impl Registry {
         let mut scans: Vec<(RepoName, RepoScan)> = Vec::with_capacity(repos.len());
         let total = repos.len();
         for (done, name) in repos.into_iter().enumerate() {
+            pacer.breathe().await;
             opts.step(GcStep::Marking { done, total });
             self.keep_lease(lease).await?;
             // Retention first: the tags it removes (or, dry, would remove)
@@ -368,6 +407,7 @@ impl Registry {
         let mut used_in_repo: Vec<HashSet<Key>> = Vec::with_capacity(scans.len());
         let mut untagged_to_delete: Vec<(usize, Digest)> = Vec::new();
         for (_, scan) in &scans {
+            pacer.breathe().await;
             let kept = self.kept_manifests(scan, opts, &mut refs_cache, &old_enough).await?;
             let mut used = HashSet::new();
             for (d, _) in &scan.revisions {
@@ -413,6 +453,7 @@ impl Registry {
 
         // 2. Sweep. Untagged manifests first, so their blobs are free below.
         for (i, digest) in &untagged_to_delete {
+            pacer.breathe().await;
             let name = &scans[*i].0;
             if opts.dry_run {
                 report.manifests_deleted += 1;
@@ -461,6 +502,7 @@ impl Registry {
             .buffered(4)
             .enumerate();
         while let Some((done, listed)) = listings.next().await {
+            pacer.breathe().await;
             opts.step(GcStep::Sweeping { done, total });
             self.keep_lease(lease).await?;
             {
@@ -494,6 +536,7 @@ impl Registry {
                     .buffer_unordered(GC_DELETES_IN_FLIGHT)
                     .collect::<Vec<_>>()
                     .await;
+                pacer.breathe().await;
                 for outcome in deletions {
                     match outcome? {
                         Some((size, links)) => {
@@ -511,6 +554,7 @@ impl Registry {
         // repository references any more (layers of a push never finished,
         // manifests deleted).
         for (i, (name, scan)) in scans.iter().enumerate() {
+            pacer.breathe().await;
             for (digest, t) in &scan.layers {
                 let k = key(digest);
                 if used_in_repo[i].contains(&k) || !marked.contains(&k) || !old_enough(*t, opts.grace) {

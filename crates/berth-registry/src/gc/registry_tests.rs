@@ -25,6 +25,7 @@ pub(crate) fn now_opts() -> GcOptions {
         delete_untagged_after: None,
         dry_run: false,
         progress: None,
+        yield_to_requests: false,
     }
 }
 
@@ -454,4 +455,25 @@ async fn a_collected_manifest_pushed_again_is_stored_again() {
     let again = push_image(&reg, &repo, "v1", config, &[layer]).await;
     assert_eq!(again, digest);
     assert!(data_exists(&dir, &digest), "the pushed manifest's bytes must be stored");
+}
+
+/// A pass dropped while it holds a claim (its task cancelled) releases it:
+/// a push of that digest goes on instead of waiting for ever.
+#[tokio::test]
+async fn a_claim_dropped_half_way_is_released() {
+    let (_dir, reg) = registry();
+    let repo = name("gc/dropped");
+    let layer = push_blob(&reg, &repo, b"claimed, then the pass is dropped").await;
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    let pass = PassClaims {
+        started: Instant::now(),
+        grace: Duration::ZERO,
+        horizon: None,
+    };
+    let claim = reg.claim(&layer, true, &pass).await.unwrap().expect("nothing pins it");
+    assert!(!blob_readable(&reg, &repo, &layer).await, "unknown while claimed");
+    drop(claim);
+    assert!(blob_readable(&reg, &repo, &layer).await);
+    let pinned = tokio::time::timeout(Duration::from_secs(2), reg.pin_references([&layer])).await;
+    assert!(pinned.is_ok(), "the pin does not wait for a dropped claim");
 }

@@ -289,6 +289,17 @@ impl SharedGate {
         self.backend.delete(&claim.key).await.map_err(Into::into)
     }
 
+    /// Removes `claim` from a task of its own (for a pass dropped half-way);
+    /// if that fails too, pushers remove it once it is stale.
+    pub(crate) fn release_in_background(&self, claim: StoreClaim) {
+        let backend = self.backend.clone();
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                let _ = backend.delete(&claim.key).await;
+            });
+        }
+    }
+
     /// Removes the pins older than `horizon`: they can refuse no claim any
     /// more. Returns how many went.
     pub(crate) async fn forget_pins_before(&self, horizon: SystemTime) -> Result<usize> {
