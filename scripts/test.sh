@@ -130,6 +130,14 @@ test_log=$(mktemp)
 # Doc tests are left out (there are none); every other target runs.
 test_status=0
 cargo test --workspace --all-targets --no-fail-fast -- --test-threads=2 2>&1 | tee "$test_log" || test_status=$?
+# The conformance and client suites again, with every server they start on
+# Ceph RGW instead of a data directory (the binaries just built; each server
+# on a prefix of its own): the registry API and the real clients on S3.
+log "conformance and client suites on Ceph RGW (BERTH_TEST_STORAGE=s3)"
+BERTH_TEST_STORAGE=s3 cargo test -p berth --no-fail-fast \
+  --test conformance_pull --test conformance_push --test conformance_management --test conformance_discovery \
+  --test clients_docker --test clients_skopeo --test clients_podman --test clients_oras \
+  -- --test-threads=2 2>&1 | tee -a "$test_log" || test_status=$?
 passed=$(grep -oE '^test result: [a-zA-Z]+\. [0-9]+ passed' "$test_log" | awk '{s += $4} END {print s + 0}')
 failed=$(grep -oE '; [0-9]+ failed' "$test_log" | awk '{s += $2} END {print s + 0}')
 rm -f "$test_log"

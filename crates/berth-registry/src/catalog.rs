@@ -19,7 +19,10 @@ impl Registry {
     /// Every repository, from storage and from the read-only sources, sorted.
     ///
     /// Storage is walked: a directory is a repository when it holds
-    /// `_manifests`, as in distribution. Directories starting with `_` are
+    /// `_layers` (as in distribution, whose catalog looks for that) or
+    /// `_manifests`. So a repository whose manifests were all deleted stays
+    /// listed while its layers do, on S3 as on a filesystem (where the
+    /// emptied directories stay). Directories starting with `_` are
     /// repository internals and never names.
     pub async fn catalog(&self) -> Result<Vec<String>> {
         Ok(self.catalog_page(None, None, |_| true).await?.repositories)
@@ -95,11 +98,17 @@ impl Registry {
             } else {
                 format!("{root}/{rel}")
             };
+            let mut listed = false;
             for child in self.backend.list(&dir).await? {
-                if child == "_manifests" {
-                    if last.is_none_or(|l| rel.as_str() > l) && rel.parse::<RepoName>().is_ok() && visible(&rel) {
+                if child == "_manifests" || child == "_layers" {
+                    if !listed
+                        && last.is_none_or(|l| rel.as_str() > l)
+                        && rel.parse::<RepoName>().is_ok()
+                        && visible(&rel)
+                    {
                         found.push(rel.clone());
                     }
+                    listed = true;
                 } else if !child.starts_with('_') {
                     let path = if rel.is_empty() {
                         child
@@ -249,21 +258,36 @@ mod tests {
     async fn pages_are_slices_of_the_sorted_catalog() {
         let dir = tempfile::tempdir().unwrap();
         // Names whose depth-first order differs from their sorted order,
-        // repositories nested in repositories, and a directory that is
-        // only a namespace.
+        // repositories nested in repositories, directories that are only
+        // namespaces (`ns`, `b`), and a repository with layers but no
+        // manifest (listed, as distribution lists it).
         let repos = [
-            "a", "a-b", "a/x", "a/x/deep", "a.c", "a0", "b/c/d", "b/c-d", "b/cd", "ns/one", "ns/two", "z",
+            "a",
+            "a-b",
+            "a/x",
+            "a/x/deep",
+            "a.c",
+            "a0",
+            "b/c/d",
+            "b/c-d",
+            "b/cd",
+            "layers/only",
+            "ns/one",
+            "ns/two",
+            "z",
         ];
         for r in repos {
+            let internal = if r == "layers/only" { "_layers" } else { "_manifests" };
             std::fs::create_dir_all(
                 dir.path()
                     .join("docker/registry/v2/repositories")
                     .join(r)
-                    .join("_manifests"),
+                    .join(internal),
             )
             .unwrap();
         }
-        std::fs::create_dir_all(dir.path().join("docker/registry/v2/repositories/empty/ns/_layers")).unwrap();
+        std::fs::create_dir_all(dir.path().join("docker/registry/v2/repositories/a/_layers")).unwrap();
+        std::fs::create_dir_all(dir.path().join("docker/registry/v2/repositories/ns/_uploads")).unwrap();
         let reg = Registry::new(Arc::new(FsBackend::new(dir.path())), RegistryConfig::default());
         let all = reg.catalog().await.unwrap();
         let mut sorted: Vec<String> = repos.map(String::from).into();
