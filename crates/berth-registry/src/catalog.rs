@@ -167,6 +167,8 @@ impl Registry {
         for name in self.repositories_with("_uploads").await? {
             removed += self.purge_repository_uploads(&name, now, max_age).await?;
         }
+        // On S3, the multipart uploads of appends a killed process left open.
+        removed += self.backend.abort_stale_multipart_uploads(max_age).await?;
         Ok(removed)
     }
 

@@ -182,6 +182,15 @@ pub trait Backend: Send + Sync + 'static {
     /// Filesystems rename; object stores copy then delete.
     async fn promote(&self, from: &str, to: &str) -> Result<()>;
 
+    /// Aborts the store's multipart uploads (below this backend's keys)
+    /// begun more than `older_than` ago: those a process killed mid-upload
+    /// left open, whose parts the store keeps until aborted. Returns how
+    /// many. Backends without multipart uploads have none.
+    async fn abort_stale_multipart_uploads(&self, older_than: std::time::Duration) -> Result<usize> {
+        let _ = older_than;
+        Ok(0)
+    }
+
     /// A URL at which a client may GET the object `key` itself (ranges too)
     /// for `expires_in`, so that its bytes bypass berth: an object store's
     /// presigned URL. `None` when the backend has none (the filesystem). No

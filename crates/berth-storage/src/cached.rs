@@ -273,6 +273,10 @@ impl Backend for Cached {
         result
     }
 
+    async fn abort_stale_multipart_uploads(&self, older_than: std::time::Duration) -> Result<usize> {
+        self.inner.abort_stale_multipart_uploads(older_than).await
+    }
+
     async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<bool> {
         let result = self.inner.put_if_absent(key, data).await;
         self.forget(key);

@@ -55,6 +55,10 @@ impl Backend for Instrumented {
         timed(&self.metrics, Op::Put, self.inner.put(key, data)).await
     }
 
+    async fn abort_stale_multipart_uploads(&self, older_than: std::time::Duration) -> Result<usize> {
+        self.inner.abort_stale_multipart_uploads(older_than).await
+    }
+
     async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<bool> {
         timed(&self.metrics, Op::Put, self.inner.put_if_absent(key, data)).await
     }

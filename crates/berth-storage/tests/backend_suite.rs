@@ -117,6 +117,7 @@ suite!(
     another_instance_continues_an_upload,
     a_failed_append_leaves_the_upload_as_it_was,
     put_if_absent_creates_once,
+    a_killed_append_leaves_nothing_once_stale_uploads_are_aborted,
 );
 
 async fn read(body: ObjectBody) -> Vec<u8> {
@@ -161,6 +162,33 @@ async fn objects_put_get_head_delete(f: &Fixture) {
     b.delete("t/a/b").await.unwrap();
     b.delete("t/a/b").await.unwrap();
     assert!(b.get("t/a/b").await.unwrap_err().is_not_found());
+}
+
+/// A process killed while an append streams into the store leaves what it
+/// had begun: on S3 an open multipart upload holding its parts, which only an
+/// abort frees. Aborting the stale ones frees it, and not a young one.
+async fn a_killed_append_leaves_nothing_once_stale_uploads_are_aborted(f: &Fixture) {
+    let b = f.backend.as_ref();
+    let mut w = b.append("u/killed", 0).await.unwrap();
+    // More than one part: the multipart upload is under way.
+    w.write(Bytes::from(pattern(12 << 20, 7))).await.unwrap();
+    // As if the process were killed: neither finished nor dropped (a drop
+    // aborts). The filesystem's writer has a thread waiting on it, which a
+    // forgotten writer would keep waiting (and the test's runtime with it);
+    // there a killed append leaves only its file, which the upload purge
+    // removes, and nothing to abort.
+    let left = if f.engine == "fs" {
+        drop(w);
+        0
+    } else {
+        std::mem::forget(w);
+        1
+    };
+    let hour = std::time::Duration::from_secs(3600);
+    assert_eq!(b.abort_stale_multipart_uploads(hour).await.unwrap(), 0, "young: kept");
+    let zero = std::time::Duration::ZERO;
+    assert_eq!(b.abort_stale_multipart_uploads(zero).await.unwrap(), left);
+    assert_eq!(b.abort_stale_multipart_uploads(zero).await.unwrap(), 0, "none left");
 }
 
 async fn put_if_absent_creates_once(f: &Fixture) {

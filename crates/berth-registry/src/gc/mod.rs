@@ -234,26 +234,20 @@ impl Registry {
         if local.is_err() {
             return Ok(None);
         }
-        let shared = match (&self.shared_gate, pass.horizon) {
-            (Some(g), Some(horizon)) => match g.claim(digest, horizon).await {
-                Ok(Ok(c)) => Some(c),
-                Ok(Err(shared::Busy::Pinned)) => {
-                    self.gate.release(digest);
-                    return Ok(None);
-                }
-                Err(e) => {
-                    self.gate.release(digest);
-                    return Err(e);
-                }
-            },
-            _ => None,
-        };
-        Ok(Some(Claim {
+        // From here the guard releases the local claim on every way out.
+        let mut claim = Claim {
             registry: self,
             digest: digest.clone(),
-            shared,
+            shared: None,
             released: false,
-        }))
+        };
+        if let (Some(g), Some(horizon)) = (&self.shared_gate, pass.horizon) {
+            match g.claim(digest, horizon).await? {
+                Ok(c) => claim.shared = Some(c),
+                Err(shared::Busy::Pinned) => return Ok(None),
+            }
+        }
+        Ok(Some(claim))
     }
 
     /// Whether the collector may still delete under `claim` (a claim in the

@@ -79,3 +79,30 @@ pub(super) fn build(config: &S3Config, retry: RetryConfig) -> object_store::Resu
     }
     builder.build()
 }
+
+/// The region requests are signed for: as in [`build`].
+pub(super) fn region(config: &S3Config) -> String {
+    config
+        .region
+        .clone()
+        .or_else(|| std::env::var("AWS_REGION").ok())
+        .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
+        .unwrap_or_else(|| "us-east-1".to_owned())
+}
+
+/// The URL of the bucket itself (for requests `object_store` does not
+/// make), in the configured addressing style.
+pub(super) fn bucket_url(config: &S3Config, region: &str) -> String {
+    let virtual_hosted = config.addressing == AddressingStyle::Virtual;
+    let explicit = config
+        .endpoint
+        .clone()
+        .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
+        .or_else(|| std::env::var("AWS_ENDPOINT").ok());
+    let endpoint = explicit.unwrap_or_else(|| format!("https://s3.{region}.amazonaws.com"));
+    let endpoint = endpoint.trim_end_matches('/');
+    match (virtual_hosted, endpoint.split_once("://")) {
+        (true, Some((scheme, host))) => format!("{scheme}://{}.{host}/", config.bucket),
+        _ => format!("{endpoint}/{}", config.bucket),
+    }
+}

@@ -14,6 +14,7 @@
 mod client;
 mod config;
 mod errors;
+mod multipart;
 mod staged;
 
 pub use config::{AddressingStyle, S3Config, S3UrlError};
@@ -303,6 +304,10 @@ impl Backend for S3Backend {
             .await
             .map(|_| ())
             .map_err(|e| errors::map(key, e))
+    }
+
+    async fn abort_stale_multipart_uploads(&self, older_than: std::time::Duration) -> Result<usize> {
+        self.abort_multipart_uploads_older_than(older_than).await
     }
 
     async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<bool> {
