@@ -7,7 +7,7 @@
 # replica to three on one prefix (manifest GETs by tag, one client per
 # replica). Everything it starts it stops again, by PID.
 #
-#   bench/s3.sh [--rounds N] [--quick]
+#   bench/s3.sh [--rounds N] [--quick] [--replicas-only]
 #
 # Needs Ceph RGW: with AWS_ENDPOINT_URL etc. set (the export lines of
 # scripts/s3/start-ceph-rgw.sh) it uses that one, else it starts one and
@@ -18,12 +18,13 @@ cd "$(dirname "$0")/.."
 . bench/lib.sh
 export PATH="$HOME/.cargo/bin:/usr/sbin:/sbin:$PATH"
 
-rounds=3 quick=0
+rounds=3 quick=0 replicas_only=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --rounds) rounds="$2"; shift 2 ;;
     --quick) quick=1; shift ;;
-    *) echo "usage: $0 [--rounds N] [--quick]" >&2; exit 2 ;;
+    --replicas-only) replicas_only=1; shift ;;
+    *) echo "usage: $0 [--rounds N] [--quick] [--replicas-only]" >&2; exit 2 ;;
   esac
 done
 log() { printf '== %s\n' "$*" >&2; }
@@ -122,6 +123,7 @@ workloads=(
   "$big blob pull|--workload pull-blob --size $big -c 2 -d $secs --discard"
 )
 
+if [ "$replicas_only" = 0 ]; then
 log "berth and distribution on s3://$bucket/$run_id-*"
 start_berth berth "$run_id-berth"
 start_distribution distribution "$run_id-distribution"
@@ -163,20 +165,25 @@ group_by(.workload)[]
 ' "$results"
 echo "| peak RSS | ${rss_berth} MiB | ${rss_dist} MiB | $(awk -v a="$rss_berth" -v b="$rss_dist" 'BEGIN {printf "%.2fx", a / b}') |"
 
+for s in berth distribution; do stop_pid "${pid[$s]}"; unset "pid[$s]"; done
+fi
+
 # Replicas: 1, then 3 berths on one prefix, one client per replica, manifest
 # GETs by tag; throughput summed.
 log "replicas"
-for s in berth distribution; do stop_pid "${pid[$s]}"; unset "pid[$s]"; done
 prefix="$run_id-replicas"
 for i in 1 2 3; do start_berth "replica$i" "$prefix"; done
 "$bench" run --url "${url[replica1]}" --workload get-tag --size 1KiB --setup-only >/dev/null
 for n in 1 3; do
   for r in $(seq 1 "$rounds"); do
     : >"$work/rep.jsonl"
+    clients=()
     for i in $(seq 1 "$n"); do
       "$bench" run --json --no-setup --url "${url[replica$i]}" --workload get-tag --size 1KiB -c 4 -d "$secs" >>"$work/rep.jsonl" &
+      clients+=($!)
     done
-    wait
+    # The clients only: a bare `wait` would wait for the servers too.
+    wait "${clients[@]}"
     jq -s --argjson n "$n" --argjson r "$r" '{replicas:$n, round:$r, req_s:(map(.requests_per_s) | add)}' "$work/rep.jsonl" -c >>"$work/replicas.jsonl"
   done
 done
