@@ -318,3 +318,46 @@ async fn named_by_tags(url: &str, repo: &str) -> BTreeSet<String> {
     }
     named
 }
+
+/// `--delete-untagged-after` on S3: an image left untagged by a moved tag
+/// goes in a pass once old enough (its own layer with it); the tagged one
+/// stays whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn untagged_manifests_go_on_s3() {
+    let Some(engine) = S3Engine::ceph() else { return };
+    let storage = engine.unique_storage();
+    let dir = tempfile::tempdir().unwrap();
+    let mut extra: Vec<String> = GC_ARGS.iter().map(|s| s.to_string()).collect();
+    extra.extend(["--delete-untagged-after".into(), "0s".into()]);
+    extra.extend(engine.serve_args(&storage));
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let server = BerthProcess::spawn_with(dir.path(), &extra, |cmd| engine.configure(cmd));
+    let c = Client::new(&server.url);
+    let repo = "gc/untagged";
+    let old = vec![b"{\"old\":1}".to_vec(), data(71, 30_000)];
+    let new = vec![b"{\"new\":1}".to_vec(), data(72, 30_000)];
+    let untagged = push(&c, repo, "v1", &old).await.expect("pushed");
+    let tagged = push(&c, repo, "v1", &new).await.expect("pushed");
+    // Past the pins' horizon (2 x 1 s validity, + 1 s of store-time resolution).
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let r = c.req(Method::POST, "/berth/v1/gc").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let report = json_body(r).await;
+    assert_eq!(report["manifests_deleted"], 1, "{report}");
+    let gone = c
+        .req(Method::GET, &format!("/v2/{repo}/manifests/{}", untagged.digest))
+        .header("accept", OCI_MANIFEST)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), StatusCode::NOT_FOUND);
+    // The untagged image's own layer and config went with it.
+    assert!(report["blobs_deleted"].as_u64().unwrap() >= 2, "{report}");
+    for (digest, bytes) in &tagged.blobs {
+        let r = c.get(&format!("/v2/{repo}/blobs/{digest}")).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(&r.bytes().await.unwrap()[..], &bytes[..]);
+    }
+    drop(server);
+    engine.remove(&storage);
+}
