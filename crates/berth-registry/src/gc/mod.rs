@@ -205,12 +205,10 @@ impl Registry {
         &self,
         digests: impl IntoIterator<Item = &'d Digest>,
     ) -> Result<ReferencePins<'_>> {
-        let mut sorted: Vec<&Digest> = digests.into_iter().collect();
-        sorted.sort();
-        sorted.dedup();
-        let local = self.gate.pin_all(sorted.iter().copied()).await;
+        let digests: Vec<&Digest> = digests.into_iter().collect();
+        let local = self.gate.pin_all(digests.iter().copied()).await;
         let shared = match &self.shared_gate {
-            Some(g) => Some(g.pin(&sorted).await?),
+            Some(g) => Some(g.pin(&digests).await?),
             None => None,
         };
         Ok(ReferencePins { _local: local, shared })
@@ -318,21 +316,20 @@ impl Registry {
         if opts.dry_run {
             return self.gc_pass_locked(opts, Some(clock), None).await;
         }
-        let Some(lease) = g.acquire_lease(&clock).await? else {
+        let Some(mut lease) = g.acquire_lease(&clock).await? else {
             return Err(shared::lease_held());
         };
-        let lease = tokio::sync::Mutex::new(lease);
-        let result = self.gc_pass_locked(opts, Some(clock), Some(&lease)).await;
-        let released = g.release_lease(lease.into_inner()).await;
+        let result = self.gc_pass_locked(opts, Some(clock), Some(&mut lease)).await;
+        let released = g.release_lease(lease).await;
         let report = result?;
         released?;
         Ok(report)
     }
 
     /// Renews the pass's lease when it is due (shared storage only).
-    async fn keep_lease(&self, lease: Option<&tokio::sync::Mutex<shared::Lease>>) -> Result<()> {
+    async fn keep_lease(&self, lease: Option<&mut shared::Lease>) -> Result<()> {
         match (&self.shared_gate, lease) {
-            (Some(g), Some(l)) => g.renew(&mut *l.lock().await).await,
+            (Some(g), Some(l)) => g.renew(l).await,
             _ => Ok(()),
         }
     }
@@ -341,7 +338,7 @@ impl Registry {
         &self,
         opts: &GcOptions,
         clock: Option<shared::StoreClock>,
-        lease: Option<&tokio::sync::Mutex<shared::Lease>>,
+        mut lease: Option<&mut shared::Lease>,
     ) -> Result<GcReport> {
         let started = Instant::now();
         let mut pacer = pace::Pacer::new(opts.yield_to_requests);
@@ -380,7 +377,7 @@ impl Registry {
         for (done, name) in repos.into_iter().enumerate() {
             pacer.breathe().await;
             opts.step(GcStep::Marking { done, total });
-            self.keep_lease(lease).await?;
+            self.keep_lease(lease.as_deref_mut()).await?;
             // Retention first: the tags it removes (or, dry, would remove)
             // are gone for the mark.
             let removed = self.apply_retention(&name, now, opts.dry_run).await?;
@@ -498,7 +495,7 @@ impl Registry {
         while let Some((done, listed)) = listings.next().await {
             pacer.breathe().await;
             opts.step(GcStep::Sweeping { done, total });
-            self.keep_lease(lease).await?;
+            self.keep_lease(lease.as_deref_mut()).await?;
             {
                 for (digest, size, modified) in listed? {
                     let k = key(&digest);

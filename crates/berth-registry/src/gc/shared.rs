@@ -175,7 +175,7 @@ impl SharedGate {
         self.timing
     }
 
-    /// Pins `digests` (sorted, distinct) for an operation about to add
+    /// Pins `digests` for an operation about to add
     /// references to them; waits while the collector deletes one of them.
     pub(crate) async fn pin(&self, digests: &[&Digest]) -> Result<StorePins> {
         let id = uuid::Uuid::new_v4().simple().to_string();
