@@ -294,11 +294,7 @@ impl Registry {
             self.check_immutable(name, &immutable, &digest).await?;
         }
         for tag in tags {
-            self.backend
-                .put(&layout::tag_index_link(name, tag, &digest), link.clone())
-                .await?;
-            self.backend
-                .put(&layout::tag_current_link(name, tag), link.clone())
+            self.write_tag(name, tag, &digest, &link, immutable.contains(&tag))
                 .await?;
         }
 
@@ -313,26 +309,99 @@ impl Registry {
         Ok(PutManifest { digest, subject })
     }
 
+    /// Points `tag` of `name` at `digest` (its history entry, then its
+    /// current link). Where other processes write the store too, what this
+    /// process's tag write lock ordered is ordered through the store: an
+    /// immutable tag is created only if absent (the first push wins, a later
+    /// one of another digest is refused), and a tag a retention rule covers
+    /// is written again if a collector claimed it meanwhile (see
+    /// `gc::shared`).
+    async fn write_tag(
+        &self,
+        name: &RepoName,
+        tag: &Tag,
+        digest: &Digest,
+        link: &Bytes,
+        immutable: bool,
+    ) -> Result<()> {
+        let current = layout::tag_current_link(name, tag);
+        let history = layout::tag_index_link(name, tag, digest);
+        let Some(gate) = &self.shared_gate else {
+            self.backend.put(&history, link.clone()).await?;
+            self.backend.put(&current, link.clone()).await?;
+            return Ok(());
+        };
+        let retention = self.config.rules.retention_for(name).is_some();
+        loop {
+            if immutable {
+                self.create_immutable_tag(name, tag, digest, &current, link).await?;
+                self.backend.put(&history, link.clone()).await?;
+            } else {
+                self.backend.put(&history, link.clone()).await?;
+                self.backend.put(&current, link.clone()).await?;
+            }
+            if !retention || !gate.wait_tag_unclaimed(name, tag).await? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Writes the current link of an immutable tag where other processes
+    /// push too: only if absent, or to the digest it already has.
+    async fn create_immutable_tag(
+        &self,
+        name: &RepoName,
+        tag: &Tag,
+        digest: &Digest,
+        current: &str,
+        link: &Bytes,
+    ) -> Result<()> {
+        // A few rounds: the tag may be deleted (an admin's override) between
+        // the refused create and the read.
+        for _ in 0..4 {
+            if self.backend.put_if_absent(current, link.clone()).await? {
+                return Ok(());
+            }
+            match self.resolve_tag(name, tag).await? {
+                Some(d) if &d == digest => {
+                    // Pushed again: a new push time, the same digest.
+                    self.backend.put(current, link.clone()).await?;
+                    return Ok(());
+                }
+                Some(d) => return Err(self.immutable_refusal(name, tag, &d, digest)),
+                None => continue,
+            }
+        }
+        Err(RegistryError::Busy(format!(
+            "tag {name}:{} is being created and deleted by others; retry",
+            tag.as_str()
+        )))
+    }
+
     /// Refuses to move an immutable tag that exists to another digest.
     async fn check_immutable(&self, name: &RepoName, tags: &[&Tag], digest: &Digest) -> Result<()> {
         for tag in tags {
             match self.resolve_tag(name, tag).await? {
                 Some(current) if &current != digest => {
-                    let rule = self
-                        .config
-                        .rules
-                        .immutable_rule(name, tag)
-                        .expect("chosen by the caller");
-                    return Err(RegistryError::Denied(format!(
-                        "tag {name}:{} is immutable ({}): it points at {current} and cannot be moved to {digest}; push a new tag",
-                        tag.as_str(),
-                        rule.describe()
-                    )));
+                    return Err(self.immutable_refusal(name, tag, &current, digest));
                 }
                 _ => {}
             }
         }
         Ok(())
+    }
+
+    fn immutable_refusal(&self, name: &RepoName, tag: &Tag, current: &Digest, digest: &Digest) -> RegistryError {
+        let rule = self
+            .config
+            .rules
+            .immutable_rule(name, tag)
+            .expect("chosen by the caller");
+        RegistryError::Denied(format!(
+            "tag {name}:{} is immutable ({}): it points at {current} and cannot be moved to {digest}; push a new tag",
+            tag.as_str(),
+            rule.describe()
+        ))
     }
 
     async fn index_referrer(

@@ -245,6 +245,13 @@ pub fn gc_claim(digest: &Digest) -> String {
     format!("{}/{}-{}", gc_claims_dir(), digest.algorithm(), digest.hex())
 }
 
+/// A collector's claim on a tag it is about to remove by a retention rule;
+/// a pusher of that tag looks for it after writing the tag. `_tag` cannot be
+/// a repository name's component (those start with a letter or digit).
+pub fn gc_tag_claim(name: &RepoName, tag: &Tag) -> String {
+    format!("{BERTH_ROOT}/gc/tag-claims/{name}/_tag/{}", tag.as_str())
+}
+
 /// Parses the name of a [`gc_claim`] back into its digest.
 pub fn parse_gc_claim_name(file_name: &str) -> Option<Digest> {
     parse_referrer_entry_name(file_name)
@@ -285,6 +292,10 @@ mod tests {
         assert_eq!(gc_pins_root(), "berth/v1/gc/pins");
         assert_eq!(gc_pin(&d, "p1"), format!("berth/v1/gc/pins/sha256/{h}/p1"));
         assert_eq!(gc_claim(&d), format!("berth/v1/gc/claims/sha256-{h}"));
+        assert_eq!(
+            gc_tag_claim(&"team/app".parse().unwrap(), &"v1.2".parse().unwrap()),
+            "berth/v1/gc/tag-claims/team/app/_tag/v1.2"
+        );
         assert_eq!(parse_gc_claim_name(&format!("sha256-{h}")), Some(d.clone()));
         assert_eq!(
             manifest_revision_link(&n, &d),

@@ -155,7 +155,7 @@ pub async fn start(listener: TcpListener, args: &ServeArgs) -> anyhow::Result<Se
         allow_sparse_manifests: args.allow_sparse_manifests,
         deletes: args.deletes == Switch::On,
         gc_grace: args.gc_grace,
-        gc_shared: berth_registry::SharedTiming::new(args.gc_pin_validity, args.gc_lease_time),
+        gc_shared: args.gc_shared.timing(),
         delete_untagged_after: args.delete_untagged_after,
         rules: crate::rules::compile(&args.sections)?,
         upstream_cache: args.upstream_cache_size.map(|max_bytes| berth_registry::CacheBound {

@@ -110,6 +110,60 @@ impl From<S3AddressingArg> for berth_storage::s3::AddressingStyle {
     }
 }
 
+/// How berth reaches an S3-compatible store: the same options for `serve`,
+/// `gc`, `usage` and `migrate`. Credentials come from the AWS tools'
+/// variables AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and
+/// AWS_SESSION_TOKEN), never from a flag or the config file.
+#[derive(Debug, Clone, Args)]
+pub struct S3Args {
+    /// The S3 endpoint, e.g. `http://127.0.0.1:7480` for a local Ceph RGW
+    /// (default: AWS S3 in the region).
+    #[arg(long, env = "AWS_ENDPOINT_URL", value_name = "URL")]
+    pub s3_endpoint: Option<String>,
+
+    /// The S3 region (Ceph RGW and SeaweedFS accept any; default us-east-1).
+    #[arg(long, env = "AWS_REGION")]
+    pub s3_region: Option<String>,
+
+    /// How S3 requests name the bucket: `path` (http://host/bucket/key, what
+    /// Ceph RGW and SeaweedFS need without DNS set-up) or `virtual`
+    /// (http://bucket.host/key).
+    #[arg(long, env = "BERTH_S3_ADDRESSING_STYLE", value_enum, default_value_t = S3AddressingArg::Path)]
+    pub s3_addressing_style: S3AddressingArg,
+
+    /// S3 credentials from a program embedding berth (its tests); never set
+    /// by a flag or the config file (see [`crate::storage::S3Credentials`]).
+    #[arg(skip)]
+    pub s3_credentials: Option<crate::storage::S3Credentials>,
+}
+
+/// The durations of the garbage collection protocol between the processes
+/// sharing an S3 bucket: every server and `berth gc` on the bucket must use
+/// the same ones.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct GcSharedArgs {
+    /// On S3, where replicas share the bucket: how long a push may take from
+    /// pinning the blobs it references (in the bucket) to writing its
+    /// references; slower, it fails (503) and the client retries. A collector
+    /// spares a blob pinned within twice this, or the grace period if longer.
+    /// Give every replica the same value.
+    #[arg(long, env = "BERTH_GC_PIN_VALIDITY", default_value = "10m", value_parser = parse_span)]
+    pub gc_pin_validity: Duration,
+
+    /// On S3: the collector's lease in the bucket (one pass at a time across
+    /// replicas) is taken over when its holder has not renewed it for this
+    /// long; a claim on a blob or tag a collector left behind (it died) is
+    /// removed by a pusher after as long. Give every replica the same value.
+    #[arg(long, env = "BERTH_GC_LEASE_TIME", default_value = "5m", value_parser = parse_span)]
+    pub gc_lease_time: Duration,
+}
+
+impl GcSharedArgs {
+    pub fn timing(&self) -> berth_registry::SharedTiming {
+        berth_registry::SharedTiming::new(self.gc_pin_validity, self.gc_lease_time)
+    }
+}
+
 impl From<SyncArg> for berth_storage::SyncMode {
     fn from(arg: SyncArg) -> Self {
         match arg {
@@ -138,20 +192,8 @@ pub struct ServeArgs {
     #[arg(long, env = "BERTH_STORAGE", value_name = "s3://BUCKET[/PREFIX]")]
     pub storage: Option<String>,
 
-    /// The S3 endpoint, e.g. `http://127.0.0.1:7480` for a local Ceph RGW
-    /// (default: AWS S3 in the region).
-    #[arg(long, env = "AWS_ENDPOINT_URL", value_name = "URL")]
-    pub s3_endpoint: Option<String>,
-
-    /// The S3 region (Ceph RGW and SeaweedFS accept any; default us-east-1).
-    #[arg(long, env = "AWS_REGION")]
-    pub s3_region: Option<String>,
-
-    /// How S3 requests name the bucket: `path` (http://host/bucket/key, what
-    /// Ceph RGW and SeaweedFS need without DNS set-up) or `virtual`
-    /// (http://bucket.host/key).
-    #[arg(long, env = "BERTH_S3_ADDRESSING_STYLE", value_enum, default_value_t = S3AddressingArg::Path)]
-    pub s3_addressing_style: S3AddressingArg,
+    #[command(flatten)]
+    pub s3: S3Args,
 
     /// Answer blob GETs with 307 to a presigned URL of the store, so the
     /// bytes go from the store to the client without passing through berth
@@ -164,11 +206,6 @@ pub struct ServeArgs {
     /// blob until then.
     #[arg(long, env = "BERTH_REDIRECT_EXPIRY", value_name = "DURATION", default_value = "15m", value_parser = parse_duration)]
     pub redirect_expiry: Duration,
-
-    /// S3 credentials from a program embedding berth (its tests); never set
-    /// by a flag or the config file (see [`crate::storage::S3Credentials`]).
-    #[arg(skip)]
-    pub s3_credentials: Option<crate::storage::S3Credentials>,
 
     /// Format of log lines (one line per request, plus events).
     #[arg(long, env = "BERTH_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -213,20 +250,8 @@ pub struct ServeArgs {
     #[arg(long, env = "BERTH_DELETE_UNTAGGED_AFTER", value_parser = parse_span)]
     pub delete_untagged_after: Option<Duration>,
 
-    /// On S3, where replicas share the bucket: how long a push may take from
-    /// pinning the blobs it references (in the bucket) to writing its
-    /// references; slower, it fails (503) and the client retries. A collector
-    /// spares a blob pinned within twice this, or the grace period if longer.
-    /// Give every replica the same value.
-    #[arg(long, env = "BERTH_GC_PIN_VALIDITY", default_value = "10m", value_parser = parse_span)]
-    pub gc_pin_validity: Duration,
-
-    /// On S3: the collector's lease in the bucket (one pass at a time across
-    /// replicas) is taken over when its holder has not renewed it for this
-    /// long; a claim on a blob a collector left behind (it died) is removed
-    /// by a pusher after as long. Give every replica the same value.
-    #[arg(long, env = "BERTH_GC_LEASE_TIME", default_value = "5m", value_parser = parse_span)]
-    pub gc_lease_time: Duration,
+    #[command(flatten)]
+    pub gc_shared: GcSharedArgs,
 
     /// Repository under which berth serves its own image (NAME:latest and
     /// NAME:<version>), read-only. `docker run` it to get another berth.
@@ -433,6 +458,18 @@ pub struct GcArgs {
     #[arg(long, env = "BERTH_DATA", default_value = "./data")]
     pub data: PathBuf,
 
+    /// An S3 bucket instead: `s3://BUCKET[/PREFIX]`. Servers may go on
+    /// serving it: the pass takes part in their protocol (lease, pins and
+    /// claims in the bucket) like one more replica.
+    #[arg(long, env = "BERTH_STORAGE", value_name = "s3://BUCKET[/PREFIX]")]
+    pub storage: Option<String>,
+
+    #[command(flatten)]
+    pub s3: S3Args,
+
+    #[command(flatten)]
+    pub gc_shared: GcSharedArgs,
+
     /// Report what would be freed; delete nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -460,6 +497,13 @@ pub struct UsageArgs {
     /// Data directory to report on.
     #[arg(long, env = "BERTH_DATA", default_value = "./data")]
     pub data: PathBuf,
+
+    /// An S3 bucket instead: `s3://BUCKET[/PREFIX]`.
+    #[arg(long, env = "BERTH_STORAGE", value_name = "s3://BUCKET[/PREFIX]")]
+    pub storage: Option<String>,
+
+    #[command(flatten)]
+    pub s3: S3Args,
 
     /// A `berth serve` config file, for its `[[quota]]` sections.
     #[arg(long, value_name = "FILE")]
@@ -500,17 +544,9 @@ pub struct MigrateArgs {
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub jobs: u16,
 
-    /// The S3 endpoint of the s3:// side(s), e.g. `http://127.0.0.1:7480`.
-    #[arg(long, env = "AWS_ENDPOINT_URL", value_name = "URL")]
-    pub s3_endpoint: Option<String>,
-
-    /// The S3 region (default us-east-1).
-    #[arg(long, env = "AWS_REGION")]
-    pub s3_region: Option<String>,
-
-    /// How S3 requests name the bucket (see `berth serve --help`).
-    #[arg(long, env = "BERTH_S3_ADDRESSING_STYLE", value_enum, default_value_t = S3AddressingArg::Path)]
-    pub s3_addressing_style: S3AddressingArg,
+    // For the s3:// side(s), one or both.
+    #[command(flatten)]
+    pub s3: S3Args,
 }
 
 /// Parses `30s`, `500ms`, `2m`, `1h` or a plain number of seconds (fractions allowed).

@@ -1,12 +1,14 @@
 //! `berth gc`: one garbage collection pass on a data directory no server is
-//! serving (a running server collects itself, and takes a pass over HTTP).
+//! serving (a running server collects itself, and takes a pass over HTTP),
+//! or on an S3 bucket, where it takes part in the protocol of the servers
+//! sharing it (see `berth_registry::gc::shared`) like one more replica.
 
-use crate::cli::{GcArgs, UsageArgs};
+use crate::cli::{GcArgs, S3Args, UsageArgs};
 use crate::config::{ConfigFile, Sections};
 use crate::progress::Progress;
 use anyhow::Context;
 use berth_registry::{GcOptions, GcReport, GcStep, ProgressHook, Registry, RegistryConfig, Rules, UsageReport};
-use berth_storage::{DataDirLock, FsBackend, LockError};
+use berth_storage::{Backend, DataDirLock, FsBackend, LockError};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -25,24 +27,51 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-pub fn run(args: GcArgs) -> anyhow::Result<()> {
-    if !args.data.is_dir() {
-        anyhow::bail!("{} is not a data directory", args.data.display());
+/// Where a command reads and writes: a data directory (locked against a
+/// server while `lock` is held) or a bucket other processes may share.
+struct Opened {
+    backend: Arc<dyn Backend>,
+    exclusive: bool,
+    _lock: Option<DataDirLock>,
+}
+
+/// Opens `--storage` if given, else the data directory `data` (which must
+/// exist), taking its lock when `lock` says so.
+async fn open(data: &Path, storage: Option<&str>, s3: &S3Args, lock: bool) -> anyhow::Result<Opened> {
+    if let Some(url) = storage {
+        let backend = crate::storage::connect_s3(url, s3, "--storage").await?;
+        return Ok(Opened {
+            backend: Arc::new(backend),
+            exclusive: false,
+            _lock: None,
+        });
+    }
+    if !data.is_dir() {
+        anyhow::bail!("{} is not a data directory", data.display());
     }
     // The collector's safety rests on seeing every push (the reference gate
     // is in memory): with a server running, the pass must run inside it.
-    let _lock = DataDirLock::acquire(&args.data).map_err(|e| match e {
-        LockError::HeldBy { pid, .. } => anyhow::anyhow!(
-            "a berth (pid {pid}) is serving {}: it collects garbage itself (--gc-interval); \
-             to run a pass now: curl -X POST http://<host>/berth/v1/gc (GET for a dry run)",
-            args.data.display()
-        ),
-        e => e.into(),
-    })?;
-    let config = RegistryConfig {
-        rules: rules_from(args.config.as_deref())?,
-        ..RegistryConfig::default()
+    let lock = if lock {
+        Some(DataDirLock::acquire(data).map_err(|e| match e {
+            LockError::HeldBy { pid, .. } => anyhow::anyhow!(
+                "a berth (pid {pid}) is serving {}: it collects garbage itself (--gc-interval); \
+                 to run a pass now: curl -X POST http://<host>/berth/v1/gc (GET for a dry run)",
+                data.display()
+            ),
+            e => e.into(),
+        })?)
+    } else {
+        None
     };
+    Ok(Opened {
+        backend: Arc::new(FsBackend::new(data)),
+        exclusive: true,
+        _lock: lock,
+    })
+}
+
+pub fn run(args: GcArgs) -> anyhow::Result<()> {
+    let rules = rules_from(args.config.as_deref())?;
     let progress = Arc::new(Progress::new());
     let bar = progress.clone();
     let hook = ProgressHook(Arc::new(move |step| match step {
@@ -50,17 +79,26 @@ pub fn run(args: GcArgs) -> anyhow::Result<()> {
         GcStep::Sweeping { done, total } => bar.count("sweeping blob store", done as u64, total as u64),
     }));
     let report = runtime()?.block_on(async {
-        let registry = Registry::new(Arc::new(FsBackend::new(&args.data)), config);
-        registry
-            .collect_garbage(&GcOptions {
-                grace: args.grace,
-                delete_untagged_after: args.delete_untagged_after,
-                dry_run: args.dry_run,
-                progress: Some(hook),
-                // No server: nothing to leave the machine to.
-                yield_to_requests: false,
-            })
-            .await
+        let opened = open(&args.data, args.storage.as_deref(), &args.s3, true).await?;
+        let config = RegistryConfig {
+            rules,
+            exclusive_storage: opened.exclusive,
+            gc_shared: args.gc_shared.timing(),
+            ..RegistryConfig::default()
+        };
+        let registry = Registry::new(opened.backend.clone(), config);
+        anyhow::Ok(
+            registry
+                .collect_garbage(&GcOptions {
+                    grace: args.grace,
+                    delete_untagged_after: args.delete_untagged_after,
+                    dry_run: args.dry_run,
+                    progress: Some(hook),
+                    // No server: nothing to leave the machine to.
+                    yield_to_requests: false,
+                })
+                .await?,
+        )
     })?;
     log_report(&report);
     if args.json {
@@ -78,17 +116,15 @@ pub fn run(args: GcArgs) -> anyhow::Result<()> {
 /// `berth usage`: what each quota and repository holds. Only reads, so it
 /// may run beside a server (whose answer at /berth/v1/usage is the same).
 pub fn usage(args: UsageArgs) -> anyhow::Result<()> {
-    if !args.data.is_dir() {
-        anyhow::bail!("{} is not a data directory", args.data.display());
-    }
-    let config = RegistryConfig {
-        rules: rules_from(args.config.as_deref())?,
-        ..RegistryConfig::default()
-    };
+    let rules = rules_from(args.config.as_deref())?;
     let report = runtime()?.block_on(async {
-        Registry::new(Arc::new(FsBackend::new(&args.data)), config)
-            .usage()
-            .await
+        let opened = open(&args.data, args.storage.as_deref(), &args.s3, false).await?;
+        let config = RegistryConfig {
+            rules,
+            exclusive_storage: opened.exclusive,
+            ..RegistryConfig::default()
+        };
+        anyhow::Ok(Registry::new(opened.backend.clone(), config).usage().await?)
     })?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);

@@ -140,10 +140,5 @@ async fn open_destination(location: &Location, args: &MigrateArgs) -> anyhow::Re
 }
 
 async fn connect_s3(url: &str, args: &MigrateArgs) -> anyhow::Result<S3Backend> {
-    let mut config = S3Config::from_url(url).with_context(|| format!("{url:?}"))?;
-    config.endpoint = args.s3_endpoint.clone();
-    config.region = args.s3_region.clone();
-    config.addressing = args.s3_addressing_style.into();
-    crate::storage::require_credentials(&config)?;
-    Ok(S3Backend::connect(config).await?)
+    crate::storage::connect_s3(url, &args.s3, "storage").await
 }

@@ -2,7 +2,7 @@
 //! S3 bucket (`--storage s3://BUCKET[/PREFIX]`), and what berth refuses on S3
 //! because it would only be right with one process writing the storage.
 
-use crate::cli::ServeArgs;
+use crate::cli::{S3Args, ServeArgs};
 use crate::config::Secret;
 use anyhow::Context;
 use berth_storage::{Backend, Cached, DataDirLock, FsBackend, S3Backend, S3Config};
@@ -38,11 +38,19 @@ pub fn s3_config(args: &ServeArgs) -> anyhow::Result<Option<S3Config>> {
     if args.redirect && !(Duration::from_secs(1)..=Duration::from_secs(7 * 24 * 3600)).contains(&expiry) {
         anyhow::bail!("--redirect-expiry {expiry:?}: expected 1s to 7d (S3's limit for presigned URLs)");
     }
-    if !S3Config::is_s3_url(storage) {
-        anyhow::bail!("--storage {storage:?}: expected s3://BUCKET[/PREFIX] (a data directory is --data)");
+    let config = s3_config_for(storage, &args.s3, "--storage")?;
+    refuse_single_writer_features(args)?;
+    Ok(Some(config))
+}
+
+/// The S3 settings for `url` (`s3://BUCKET[/PREFIX]`, given as option
+/// `what`) and the S3 options, which every command reaching a bucket shares.
+pub fn s3_config_for(url: &str, s3: &S3Args, what: &str) -> anyhow::Result<S3Config> {
+    if !S3Config::is_s3_url(url) {
+        anyhow::bail!("{what} {url:?}: expected s3://BUCKET[/PREFIX] (a data directory is --data)");
     }
-    let mut config = S3Config::from_url(storage).with_context(|| format!("--storage {storage:?}"))?;
-    if let Some(endpoint) = &args.s3_endpoint {
+    let mut config = S3Config::from_url(url).with_context(|| format!("{what} {url:?}"))?;
+    if let Some(endpoint) = &s3.s3_endpoint {
         // A typo here would otherwise surface as an obscure connection error.
         let valid = ["http://", "https://"]
             .iter()
@@ -51,17 +59,24 @@ pub fn s3_config(args: &ServeArgs) -> anyhow::Result<Option<S3Config>> {
             anyhow::bail!("--s3-endpoint {endpoint:?}: expected http://HOST[:PORT] or https://HOST[:PORT]");
         }
     }
-    config.endpoint = args.s3_endpoint.clone();
-    config.region = args.s3_region.clone();
-    config.addressing = args.s3_addressing_style.into();
+    config.endpoint = s3.s3_endpoint.clone();
+    config.region = s3.s3_region.clone();
+    config.addressing = s3.s3_addressing_style.into();
     // Credentials: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, read by the S3
     // client from the environment, unless a program embedding berth gave them.
-    if let Some(c) = &args.s3_credentials {
+    if let Some(c) = &s3.s3_credentials {
         config.access_key_id = Some(c.access_key_id.clone());
         config.secret_access_key = Some(c.secret_access_key.expose().to_owned());
     }
-    refuse_single_writer_features(args)?;
-    Ok(Some(config))
+    Ok(config)
+}
+
+/// Connects to the bucket at `url` (see [`s3_config_for`]), failing if it is
+/// missing or unreachable, or no credentials are set.
+pub async fn connect_s3(url: &str, s3: &S3Args, what: &str) -> anyhow::Result<S3Backend> {
+    let config = s3_config_for(url, s3, what)?;
+    require_credentials(&config)?;
+    Ok(S3Backend::connect(config).await?)
 }
 
 /// Several berth processes may serve one bucket, and nothing tells a
@@ -74,12 +89,6 @@ fn refuse_single_writer_features(args: &ServeArgs) -> anyhow::Result<()> {
         anyhow::bail!(
             "[[quota]] is not supported {on_s3}: a quota's usage is counted in one process's memory; \
              remove the quota sections (GET /berth/v1/usage still reports what each repository holds)"
-        );
-    }
-    if !args.sections.retention.is_empty() {
-        anyhow::bail!(
-            "[[retention]] is not supported {on_s3}: retention checks and deletes a tag under a lock in \
-             one process's memory, which another replica pushing the same tag does not take"
         );
     }
     if args.upstream_cache_size.is_some() {

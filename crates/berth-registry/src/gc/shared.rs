@@ -33,6 +33,14 @@
 //! [`SharedTiming::claim_limit`] of writing it, and a pusher that has seen a
 //! claim for [`SharedTiming::stale_claim`] (its collector died) removes it.
 //!
+//! Retention removes tags the same way: the collector writes the claim
+//! `gc/tag-claims/<repo>/_tag/<tag>`, then reads the tag again and removes
+//! it only if it is still what it judged; a push of a tag that a retention
+//! rule covers writes the tag, then looks for that claim, and if there is
+//! one, waits for it to go and writes the tag again. Either the collector's
+//! second read sees the push, or the push sees the claim and its write
+//! comes after the removal.
+//!
 //! The lease makes one collector run per bucket at a time, to spare the work
 //! of two; safety does not rest on it (two collectors both go through the
 //! pins and claims). It is the object `gc/lease`, created only if absent
@@ -40,7 +48,7 @@
 //! modification time is older than [`SharedTiming::lease_ttl`] in store time.
 
 use crate::{RegistryError, Result};
-use berth_spec::Digest;
+use berth_spec::{Digest, RepoName, Tag};
 use berth_storage::{layout, Backend, StorageError};
 use bytes::Bytes;
 use futures::StreamExt;
@@ -141,6 +149,36 @@ impl StoreClock {
 pub(crate) struct StoreClaim {
     key: String,
     written: Instant,
+}
+
+/// A claim that goes when dropped unreleased (a pass cancelled half-way, or
+/// failing): every push of what it names would otherwise wait until it is
+/// stale.
+pub(crate) struct HeldClaim<'g> {
+    gate: &'g SharedGate,
+    claim: Option<StoreClaim>,
+}
+
+impl HeldClaim<'_> {
+    /// Whether the collector may still delete under the claim.
+    pub(crate) fn still_held(&self) -> bool {
+        self.claim.as_ref().is_some_and(|c| self.gate.still_held(c))
+    }
+
+    pub(crate) async fn release(mut self) -> Result<()> {
+        match self.claim.take() {
+            Some(c) => self.gate.release(c).await,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for HeldClaim<'_> {
+    fn drop(&mut self) {
+        if let Some(c) = self.claim.take() {
+            self.gate.release_in_background(c);
+        }
+    }
 }
 
 /// Why the store refused a claim, or a lease.
@@ -278,6 +316,42 @@ impl SharedGate {
             }
         }
         Ok(false)
+    }
+
+    /// Claims `tag` of `name` for its removal by a retention rule. The
+    /// caller reads the tag again after this, and removes it only if it is
+    /// as judged and [`SharedGate::still_held`].
+    pub(crate) async fn claim_tag(&self, name: &RepoName, tag: &Tag) -> Result<HeldClaim<'_>> {
+        let key = layout::gc_tag_claim(name, tag);
+        let written = Instant::now();
+        self.backend.put(&key, Bytes::from(self.process.clone())).await?;
+        Ok(HeldClaim {
+            gate: self,
+            claim: Some(StoreClaim { key, written }),
+        })
+    }
+
+    /// Called after a push wrote `tag` of `name`: if a collector has claimed
+    /// the tag (it may have removed it after the write), waits until the
+    /// claim is gone, removing it once stale, and returns true: the caller
+    /// writes the tag again.
+    pub(crate) async fn wait_tag_unclaimed(&self, name: &RepoName, tag: &Tag) -> Result<bool> {
+        let key = layout::gc_tag_claim(name, tag);
+        let mut first_seen: Option<Instant> = None;
+        loop {
+            match self.backend.head(&key).await {
+                Err(e) if e.is_not_found() => return Ok(first_seen.is_some()),
+                Err(e) => return Err(e.into()),
+                Ok(_) => {}
+            }
+            let first = *first_seen.get_or_insert_with(Instant::now);
+            if first.elapsed() >= self.timing.stale_claim {
+                tracing::warn!(claim = %key, "removing a retention claim held too long (its collector stopped)");
+                self.backend.delete(&key).await?;
+                continue;
+            }
+            tokio::time::sleep(self.timing.poll).await;
+        }
     }
 
     /// Whether the collector may still delete under `claim`.

@@ -70,9 +70,7 @@ impl Registry {
 
     /// Applies the retention rule of `name`, if it has one: the tags it
     /// removes (already removed unless `dry_run`). A tag pushed again between
-    /// the decision and the delete is left alone: the delete happens under the
-    /// tag write lock, after checking that the tag still points where it did
-    /// when it was judged, with the same push time.
+    /// the decision and the delete is left alone (see `remove_judged_tag`).
     pub(crate) async fn apply_retention(
         &self,
         name: &RepoName,
@@ -91,17 +89,39 @@ impl Registry {
         let mut removed = Vec::with_capacity(doomed.len());
         for i in doomed {
             let t = &tags[i];
-            if !dry_run {
-                let _writes = self.tag_writes.write().await;
-                let still = self.tag_info(name, &t.tag).await?;
-                if still.as_ref().map(|s| (&s.digest, s.pushed)) != Some((&t.digest, t.pushed)) {
-                    continue;
-                }
-                self.backend.delete_prefix(&layout::tag_dir(name, &t.tag)).await?;
+            if !dry_run && !self.remove_judged_tag(name, t).await? {
+                continue;
             }
             removed.push(t.clone());
         }
         Ok(removed)
+    }
+
+    /// Removes a tag retention judged, unless it was pushed again since
+    /// (it points elsewhere, or has another push time). Returns whether it
+    /// went. On exclusive storage the check and the removal happen under the
+    /// tag write lock, which every push of a tag takes; where other processes
+    /// push too, under a claim in the store (see `gc::shared`).
+    async fn remove_judged_tag(&self, name: &RepoName, judged: &TagInfo) -> Result<bool> {
+        let unchanged = |now: &Option<TagInfo>| {
+            now.as_ref().map(|s| (&s.digest, s.pushed)) == Some((&judged.digest, judged.pushed))
+        };
+        let Some(gate) = &self.shared_gate else {
+            let _writes = self.tag_writes.write().await;
+            if !unchanged(&self.tag_info(name, &judged.tag).await?) {
+                return Ok(false);
+            }
+            self.backend.delete_prefix(&layout::tag_dir(name, &judged.tag)).await?;
+            return Ok(true);
+        };
+        let claim = gate.claim_tag(name, &judged.tag).await?;
+        if !unchanged(&self.tag_info(name, &judged.tag).await?) || !claim.still_held() {
+            claim.release().await?;
+            return Ok(false);
+        }
+        self.backend.delete_prefix(&layout::tag_dir(name, &judged.tag)).await?;
+        claim.release().await?;
+        Ok(true)
     }
 
     async fn tag_info(&self, name: &RepoName, tag: &Tag) -> Result<Option<TagInfo>> {

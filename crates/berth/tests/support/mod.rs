@@ -82,7 +82,7 @@ impl TestServer {
         let Command::Serve(mut args) = berth::config::parse_cli(&argv).expect("valid test arguments").0.command else {
             panic!("not a serve command")
         };
-        args.s3_credentials = s3.as_ref().map(|(engine, _)| engine.credentials());
+        args.s3.s3_credentials = s3.as_ref().map(|(engine, _)| engine.credentials());
         let data = args.data.clone();
         let mut server = Self::spawn(args, data, dir);
         server.s3 = s3;

@@ -323,3 +323,127 @@ async fn pushes_on_two_replicas_against_collectors_on_both() {
         }
     }
 }
+
+/// Two replicas whose rules keep the newest tag of `ret/**` and make the
+/// tags of `imm/**` immutable.
+fn replicas_with_rules(dir: &tempfile::TempDir) -> (Arc<Registry>, Arc<Registry>) {
+    let replica = || {
+        let backend: Arc<dyn Backend> = Arc::new(FsBackend::new(dir.path()));
+        let config = RegistryConfig {
+            exclusive_storage: false,
+            gc_shared: timing(),
+            rules: crate::Rules {
+                retention: vec![crate::RetentionRule::new("ret/**", Some(1), None, None).unwrap()],
+                immutable: vec![crate::ImmutableRule::new("imm/**", None).unwrap()],
+                quotas: Vec::new(),
+            },
+            ..RegistryConfig::default()
+        };
+        Arc::new(Registry::new(backend, config))
+    };
+    (replica(), replica())
+}
+
+/// A push of a tag that a collector on another replica claimed (and
+/// removes, having judged the tag before the push) waits for the removal,
+/// then writes the tag again: the acknowledged tag stays.
+#[tokio::test]
+async fn a_tag_pushed_under_a_retention_claim_is_written_again_after_the_removal() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = replicas_with_rules(&dir);
+    let repo = name("ret/app");
+    push_image(&a, &repo, "old", b"{\"c\":1}", &[b"layer one"]).await;
+    let tag: Tag = "old".parse().unwrap();
+
+    // The collector on b judged `old` (and read it again): it claims it.
+    let claim = gate(&b).claim_tag(&repo, &tag).await.unwrap();
+    let pusher = {
+        let (a, repo) = (a.clone(), repo.clone());
+        tokio::spawn(async move { push_image(&a, &repo, "old", b"{\"c\":2}", &[b"layer two"]).await })
+    };
+    let pushed = image(b"{\"c\":2}", &[b"layer two"]);
+    let new_digest = sha256(&pushed);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while a.tag_digest(&repo, &tag).await.unwrap().as_ref() != Some(&new_digest) {
+        assert!(Instant::now() < deadline, "the push never wrote the tag");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!pusher.is_finished(), "the push waits while the tag is claimed");
+    // The collector removes the tag it judged, then lets go.
+    b.backend.delete_prefix(&layout::tag_dir(&repo, &tag)).await.unwrap();
+    claim.release().await.unwrap();
+    assert_eq!(pusher.await.unwrap(), new_digest);
+    assert_eq!(b.tag_digest(&repo, &tag).await.unwrap(), Some(new_digest));
+}
+
+/// A pass on shared storage removes the tags retention judged, and no tag
+/// pushed again since; it leaves no claim behind.
+#[tokio::test]
+async fn retention_on_shared_storage_removes_what_it_judged_and_leaves_no_claim() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = replicas_with_rules(&dir);
+    let repo = name("ret/app");
+    push_image(&a, &repo, "first", b"{\"c\":1}", &[b"l1"]).await;
+    push_image(&a, &repo, "second", b"{\"c\":2}", &[b"l2"]).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let newest = push_image(&a, &repo, "third", b"{\"c\":3}", &[b"l3"]).await;
+    let dry = b
+        .collect_garbage(&GcOptions {
+            dry_run: true,
+            ..now_opts()
+        })
+        .await
+        .unwrap();
+    assert_eq!(dry.tags_deleted, vec!["ret/app:first", "ret/app:second"]);
+    assert_eq!(a.tags(&repo).await.unwrap().len(), 3, "a dry run removes nothing");
+    let report = b.collect_garbage(&now_opts()).await.unwrap();
+    assert_eq!(report.tags_deleted, vec!["ret/app:first", "ret/app:second"]);
+    assert_eq!(a.tags(&repo).await.unwrap(), vec!["third"]);
+    assert_eq!(
+        a.tag_digest(&repo, &"third".parse().unwrap()).await.unwrap(),
+        Some(newest)
+    );
+    let backend = FsBackend::new(dir.path());
+    assert!(
+        backend
+            .list("berth/v1/gc/tag-claims/ret/app/_tag")
+            .await
+            .unwrap()
+            .is_empty(),
+        "no claim left"
+    );
+}
+
+/// Two replicas pushing the same immutable tag to different digests at the
+/// same moment: each checks that the tag is absent, and the store lets only
+/// one of them create it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_first_pushes_of_an_immutable_tag_on_two_replicas_leave_one_winner() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = replicas_with_rules(&dir);
+    let repo = name("imm/app");
+    let (ma, mb) = (image(b"{\"c\":\"a\"}", &[b"la"]), image(b"{\"c\":\"b\"}", &[b"lb"]));
+    for (r, blobs) in [
+        (&a, [&b"{\"c\":\"a\"}"[..], b"la"]),
+        (&b, [&b"{\"c\":\"b\"}"[..], b"lb"]),
+    ] {
+        for blob in blobs {
+            push_blob(r, &repo, blob).await;
+        }
+    }
+    for round in 0..12 {
+        let tag = format!("v{round}");
+        let (ra, rb) = tokio::join!(
+            put(&a, &repo, &tag, OCI_MANIFEST, &ma),
+            put(&b, &repo, &tag, OCI_MANIFEST, &mb)
+        );
+        let stored = a.tag_digest(&repo, &tag.parse().unwrap()).await.unwrap();
+        match (ra, rb) {
+            (Ok(d), Err(RegistryError::Denied(_))) | (Err(RegistryError::Denied(_)), Ok(d)) => {
+                assert_eq!(stored, Some(d), "round {round}: the tag points at the winner")
+            }
+            other => panic!("round {round}: one push must win and the other be refused: {other:?}"),
+        }
+    }
+}
