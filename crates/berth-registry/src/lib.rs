@@ -117,6 +117,10 @@ impl Registry {
     pub fn new(backend: Arc<dyn Backend>, config: RegistryConfig) -> Registry {
         let shared_gate =
             (!config.exclusive_storage).then(|| gc::shared::SharedGate::new(backend.clone(), config.gc_shared));
+        let quotas = rules::quota::QuotaCounters::new(
+            &config.rules.quotas,
+            (!config.exclusive_storage).then(|| rules::ledger::Ledger::new(backend.clone(), config.gc_shared.into())),
+        );
         Registry {
             backend,
             sources: Vec::new(),
@@ -127,7 +131,7 @@ impl Registry {
             shared_gate,
             gc_running: tokio::sync::Mutex::new(()),
             tag_writes: tokio::sync::RwLock::new(()),
-            quotas: rules::quota::QuotaCounters::new(config.rules.quotas.len()),
+            quotas,
             config,
             metrics: None,
             summaries: browse::SummaryCache::default(),

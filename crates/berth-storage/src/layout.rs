@@ -252,6 +252,22 @@ pub fn gc_tag_claim(name: &RepoName, tag: &Tag) -> String {
     format!("{BERTH_ROOT}/gc/tag-claims/{name}/_tag/{}", tag.as_str())
 }
 
+/// The lock of one quota where several processes write the store (see
+/// berth-registry's `rules::ledger`); `id` names the quota.
+pub fn quota_lock(id: &str) -> String {
+    format!("{BERTH_ROOT}/quota/{id}/lock")
+}
+
+/// The log of a quota's reservations: one object per manifest PUT.
+pub fn quota_log_dir(id: &str) -> String {
+    format!("{BERTH_ROOT}/quota/{id}/log")
+}
+
+/// Replaced by each garbage collection pass: processes count afresh.
+pub fn quota_generation(id: &str) -> String {
+    format!("{BERTH_ROOT}/quota/{id}/generation")
+}
+
 /// Parses the name of a [`gc_claim`] back into its digest.
 pub fn parse_gc_claim_name(file_name: &str) -> Option<Digest> {
     parse_referrer_entry_name(file_name)
@@ -292,6 +308,9 @@ mod tests {
         assert_eq!(gc_pins_root(), "berth/v1/gc/pins");
         assert_eq!(gc_pin(&d, "p1"), format!("berth/v1/gc/pins/sha256/{h}/p1"));
         assert_eq!(gc_claim(&d), format!("berth/v1/gc/claims/sha256-{h}"));
+        assert_eq!(quota_lock("q1"), "berth/v1/quota/q1/lock");
+        assert_eq!(quota_log_dir("q1"), "berth/v1/quota/q1/log");
+        assert_eq!(quota_generation("q1"), "berth/v1/quota/q1/generation");
         assert_eq!(
             gc_tag_claim(&"team/app".parse().unwrap(), &"v1.2".parse().unwrap()),
             "berth/v1/gc/tag-claims/team/app/_tag/v1.2"

@@ -27,13 +27,14 @@ pub enum Command {
     /// `docker save` tarball.
     Import(ImportArgs),
     /// Run one garbage collection pass on a data directory no server holds,
-    /// and report what was (or, with --dry-run, would be) freed.
+    /// or on an S3 bucket (--storage) beside the replicas serving it, and
+    /// report what was (or, with --dry-run, would be) freed.
     ///
     /// A running `berth serve` collects garbage itself (--gc-interval); to run
     /// a pass there now, POST /berth/v1/gc (GET gives a dry-run report).
     Gc(GcArgs),
     /// Report the bytes each repository and each quota holds (each blob
-    /// counted once per quota), from a data directory.
+    /// counted once per quota), from a data directory or an S3 bucket.
     ///
     /// A running `berth serve` answers the same at GET /berth/v1/usage.
     Usage(UsageArgs),

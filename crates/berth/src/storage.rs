@@ -85,12 +85,6 @@ pub async fn connect_s3(url: &str, s3: &S3Args, what: &str) -> anyhow::Result<S3
 /// directory) is refused on S3 rather than quietly wrong.
 fn refuse_single_writer_features(args: &ServeArgs) -> anyhow::Result<()> {
     let on_s3 = "on S3 storage, where several berth processes may serve the bucket";
-    if !args.sections.quota.is_empty() {
-        anyhow::bail!(
-            "[[quota]] is not supported {on_s3}: a quota's usage is counted in one process's memory; \
-             remove the quota sections (GET /berth/v1/usage still reports what each repository holds)"
-        );
-    }
     if args.upstream_cache_size.is_some() {
         anyhow::bail!(
             "--upstream-cache-size is not supported {on_s3}: eviction runs under a lock in one \

@@ -20,6 +20,10 @@ use std::time::Duration;
 use support::s3::S3Engine;
 use support::BerthProcess;
 
+/// Concurrent pushers (as the filesystem's stress test), and images each.
+const PUSHERS: u64 = 16;
+const IMAGES: u64 = 4;
+
 /// Short timings, the same on every replica: a pin protects its blobs for
 /// 2 s (twice the validity), a dead collector's lease and claims last 3 s.
 const GC_ARGS: &[&str] = &[
@@ -138,15 +142,15 @@ async fn replicas_collect_while_pushing_and_one_is_killed() {
         })
         .collect();
 
-    // Pushers: 8, spread over the replicas, sharing layers; each also moves
+    // Pushers: 16, spread over the replicas, sharing layers; each also moves
     // a tag and deletes one of its images.
     let mut pushers = Vec::new();
-    for p in 0..8u64 {
+    for p in 0..PUSHERS {
         let urls = urls.clone();
         pushers.push(tokio::spawn(async move {
             let mut kept = Vec::new();
             let mut deleted = Vec::new();
-            for i in 0..6u64 {
+            for i in 0..IMAGES {
                 let url = urls.lock().unwrap()[((p + i) % 3) as usize].clone();
                 let c = Client::new(&url);
                 let blobs = vec![
@@ -168,7 +172,7 @@ async fn replicas_collect_while_pushing_and_one_is_killed() {
                 } else {
                     kept.push(image.clone());
                     if let Some(m) = moved {
-                        if i == 5 {
+                        if i == IMAGES - 1 {
                             kept.push(m);
                         }
                     }
@@ -287,8 +291,8 @@ async fn replicas_collect_while_pushing_and_one_is_killed() {
             img.digest
         );
     }
-    for p in 0..8u64 {
-        for i in 0..6u64 {
+    for p in 0..PUSHERS {
+        for i in 0..IMAGES {
             let orphan = sha256(&data(9000 + p * 10 + i, 3_000));
             assert!(!stored.contains(&orphan), "orphan {orphan} still stored");
         }

@@ -578,18 +578,15 @@ fn storage_comes_from_the_file_or_the_environment_and_is_validated() {
 }
 
 /// What only works with one process writing the storage is refused on S3,
-/// by `--check-config` and at start, with the reason.
+/// by `--check-config` and at start, with the reason; the repository rules
+/// (ordered through the bucket) are accepted.
 #[test]
 fn single_writer_features_are_refused_on_s3() {
     let dir = tempfile::tempdir().unwrap();
     for (text, expected) in [
         (
-            "storage = \"s3://b\"\n[[quota]]\nrepositories = \"**\"\nlimit = \"1GiB\"\n",
-            "[[quota]] is not supported on S3",
-        ),
-        (
-            "storage = \"s3://b\"\n[[retention]]\nrepositories = \"ci/**\"\nkeep-last = 3\n",
-            "[[retention]]",
+            "storage = \"s3://b\"\nupstream-cache-size = \"1GiB\"\n",
+            "--upstream-cache-size is not supported on S3",
         ),
         ("storage = \"s3://b\"\ntoken = true\n", "needs --token-key"),
     ] {
@@ -597,6 +594,14 @@ fn single_writer_features_are_refused_on_s3() {
         let out = berth_cli(["serve", "--check-config", "--config", file.to_str().unwrap()]).fails();
         assert!(out.stderr.contains(expected), "{text}: {}", out.describe());
     }
+    let rules = "storage = \"s3://b\"\n[[quota]]\nrepositories = \"**\"\nlimit = \"1GiB\"\n\
+                 [[retention]]\nrepositories = \"ci/**\"\nkeep-last = 3\n[[immutable]]\nrepositories = \"rel/**\"\n";
+    let file = support::write_config(dir.path(), rules);
+    let out = berth_cli(["serve", "--check-config", "--config", file.to_str().unwrap()])
+        .env("AWS_ACCESS_KEY_ID", "k")
+        .env("AWS_SECRET_ACCESS_KEY", "s")
+        .run();
+    assert!(out.success(), "{}", out.describe());
 }
 
 /// A TCP relay to the store that the test can cut: new connections are

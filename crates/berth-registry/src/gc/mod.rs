@@ -579,7 +579,11 @@ impl Registry {
         opts.step(GcStep::Sweeping { done: total, total });
         if !opts.dry_run {
             report.uploads_purged = self.purge_stale_uploads().await?;
-            // Usage only went down: counted afresh on the next push.
+            // Usage only went down: counted afresh on the next push, here
+            // and (a new generation of the quotas' logs) on other replicas.
+            if self.shared_gate.is_some() {
+                self.compact_quota_logs(now).await?;
+            }
             self.forget_quota_counts().await;
         }
         self.gate.forget_older_than(opts.grace);

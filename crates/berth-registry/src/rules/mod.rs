@@ -17,6 +17,7 @@
 //!   repository applies; the usage of a rule is the bytes of the distinct
 //!   blobs that the manifests of all its repositories reference.
 
+pub(crate) mod ledger;
 pub(crate) mod quota;
 pub(crate) mod retention;
 

@@ -28,6 +28,7 @@
 //! flight at the snapshot is in it; one finished before it wrote its revision
 //! before the walk began, so the walk reads it.
 
+use super::ledger::{quota_id, Ledger, LedgerLock, LogNews, LogPosition};
 use super::QuotaRule;
 use crate::gc::{key, Key};
 use crate::{Registry, RegistryError, Result};
@@ -40,6 +41,9 @@ use std::sync::Mutex;
 #[derive(Default)]
 pub(crate) struct QuotaCounters {
     counters: Vec<Counter>,
+    /// Where other processes write the store too: the quotas' locks and
+    /// logs there (see [`super::ledger`]), and each quota's name in it.
+    shared: Option<(Ledger, Vec<String>)>,
 }
 
 #[derive(Default)]
@@ -55,12 +59,38 @@ struct Counter {
 struct Counted {
     blobs: HashSet<Key>,
     used: u64,
+    /// On shared storage: how much of the quota's log is counted.
+    log: LogPosition,
 }
 
+impl Counted {
+    fn add(&mut self, blobs: impl IntoIterator<Item = (Key, u64)>) {
+        for (k, size) in blobs {
+            if self.blobs.insert(k) {
+                self.used += size;
+            }
+        }
+    }
+}
+
+/// How recent a count must be.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Fresh {
+    /// Everything in the store's log (a reservation, under the quota's lock).
+    Exact,
+    /// Read from the log within the last second (checks of uploads, which
+    /// the manifest PUT checks again exactly).
+    Recent,
+}
+
+/// How long a count read from the log serves the upload checks.
+const RECENT: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl QuotaCounters {
-    pub(crate) fn new(rules: usize) -> QuotaCounters {
+    pub(crate) fn new(rules: &[QuotaRule], ledger: Option<Ledger>) -> QuotaCounters {
         QuotaCounters {
-            counters: (0..rules).map(|_| Counter::default()).collect(),
+            counters: (0..rules.len()).map(|_| Counter::default()).collect(),
+            shared: ledger.map(|l| (l, rules.iter().map(|r| quota_id(r.repositories.as_str())).collect())),
         }
     }
 }
@@ -152,7 +182,10 @@ impl Registry {
         Ok(())
     }
 
-    /// Walks the repositories of quota `i` (its lock held by the caller).
+    /// Walks the repositories of quota `i` (its lock held by the caller),
+    /// and on shared storage adds every reservation in the quota's log. The
+    /// walk comes first: a PUT writes its log entry before its revision, so
+    /// a revision the walk misses has its entry listed after.
     async fn build_counted(&self, i: usize) -> Result<Counted> {
         let rule = &self.config.rules.quotas[i];
         let snapshot: Vec<(Key, u64)> = self.quotas.counters[i]
@@ -162,6 +195,14 @@ impl Registry {
             .iter()
             .map(|(k, (size, _))| (*k, *size))
             .collect();
+        let mut log = LogPosition::default();
+        if let Some((ledger, ids)) = &self.quotas.shared {
+            // Read before the walk: a pass that compacts meanwhile changes
+            // it, and the next read counts afresh again.
+            if let LogNews::NewGeneration(g) = ledger.news(&ids[i], &log).await? {
+                log.generation = Some(g).filter(|g| !g.is_empty());
+            }
+        }
         let mut blobs = HashMap::new();
         for name in self.stored_repositories().await? {
             if rule.repositories.matches(name.as_str()) {
@@ -169,16 +210,44 @@ impl Registry {
             }
         }
         blobs.extend(snapshot);
-        Ok(Counted {
-            used: blobs.values().sum(),
-            blobs: blobs.into_keys().collect(),
-        })
+        let mut counted = Counted {
+            used: 0,
+            blobs: HashSet::new(),
+            log,
+        };
+        counted.add(blobs);
+        if let Some((ledger, ids)) = &self.quotas.shared {
+            for (name, entry) in ledger.all_entries(&ids[i]).await? {
+                counted.add(entry);
+                counted.log.applied.insert(name);
+            }
+            counted.log.read_at = Some(std::time::Instant::now());
+        }
+        Ok(counted)
     }
 
-    async fn counted(&self, i: usize) -> Result<tokio::sync::MutexGuard<'_, Option<Counted>>> {
+    async fn counted(&self, i: usize, fresh: Fresh) -> Result<tokio::sync::MutexGuard<'_, Option<Counted>>> {
         let mut guard = self.quotas.counters[i].counted.lock().await;
         if guard.is_none() {
             *guard = Some(self.build_counted(i).await?);
+            return Ok(guard);
+        }
+        let Some((ledger, ids)) = &self.quotas.shared else {
+            return Ok(guard);
+        };
+        let c = guard.as_mut().expect("built");
+        if fresh == Fresh::Recent && c.log.read_at.is_some_and(|t| t.elapsed() < RECENT) {
+            return Ok(guard);
+        }
+        match ledger.news(&ids[i], &c.log).await? {
+            LogNews::NewGeneration(_) => *guard = Some(self.build_counted(i).await?),
+            LogNews::Entries(entries) => {
+                for (name, entry) in entries {
+                    c.add(entry);
+                    c.log.applied.insert(name);
+                }
+                c.log.read_at = Some(std::time::Instant::now());
+            }
         }
         Ok(guard)
     }
@@ -194,12 +263,44 @@ impl Registry {
         if rules.is_empty() {
             return Ok(reservation);
         }
-        // Locked in rule order, so two PUTs never wait on each other's half.
-        let mut guards = Vec::with_capacity(rules.len());
-        for &i in &rules {
-            guards.push(self.counted(i).await?);
+        // Locked in rule order, so two PUTs never wait on each other's half:
+        // in the store first (other processes), then here.
+        let mut store_locks = Vec::new();
+        if let Some((ledger, ids)) = &self.quotas.shared {
+            for &i in &rules {
+                store_locks.push(ledger.lock(&ids[i]).await?);
+            }
         }
-        for (g, &i) in guards.iter().zip(&rules) {
+        let counted = self
+            .count_reservation(&rules, blobs, &store_locks, &mut reservation)
+            .await;
+        // Let go in the store whatever happened, before answering: the next
+        // push (here or elsewhere) must not wait for a background delete.
+        if let Some((ledger, _)) = &self.quotas.shared {
+            for lock in store_locks {
+                let unlocked = ledger.unlock(lock).await;
+                if counted.is_ok() {
+                    unlocked?;
+                }
+            }
+        }
+        counted.map(|()| reservation)
+    }
+
+    /// Checks `blobs` against quotas `rules` and counts them (recording
+    /// them in the quotas' logs on shared storage, whose locks are held).
+    async fn count_reservation<'a>(
+        &'a self,
+        rules: &[usize],
+        blobs: &[(Key, u64)],
+        store_locks: &[LedgerLock],
+        reservation: &mut Reservation<'a>,
+    ) -> Result<()> {
+        let mut guards = Vec::with_capacity(rules.len());
+        for &i in rules {
+            guards.push(self.counted(i, Fresh::Exact).await?);
+        }
+        for (g, &i) in guards.iter().zip(rules) {
             let c = g.as_ref().expect("built above");
             let mut seen = HashSet::new();
             let adding: u64 = blobs
@@ -212,13 +313,19 @@ impl Registry {
                 return Err(refusal(rule, c.used, adding));
             }
         }
-        for (g, &i) in guards.iter_mut().zip(&rules) {
+        for (n, (g, &i)) in guards.iter_mut().zip(rules).enumerate() {
             let c = g.as_mut().expect("built above");
-            let mut keys = Vec::new();
-            for (k, size) in blobs {
-                if c.blobs.insert(*k) {
-                    c.used += size;
+            if let Some((ledger, ids)) = &self.quotas.shared {
+                // The reservation, for every process, before the revision.
+                let new: Vec<(Key, u64)> = blobs.iter().filter(|(k, _)| !c.blobs.contains(k)).copied().collect();
+                if !new.is_empty() {
+                    let entry = ledger.append(&ids[i], &store_locks[n], &new).await?;
+                    c.log.applied.insert(entry);
                 }
+            }
+            c.add(blobs.iter().copied());
+            let mut keys = Vec::new();
+            for (k, _) in blobs {
                 keys.push(*k);
             }
             let mut in_flight = self.quotas.counters[i].in_flight.lock().unwrap();
@@ -227,7 +334,19 @@ impl Registry {
             }
             reservation.held.push((i, keys));
         }
-        Ok(reservation)
+        Ok(())
+    }
+
+    /// After a garbage collection pass on shared storage (`now`: the pass's
+    /// start in store time): folds the old log entries of every quota into
+    /// the walk and starts a new generation (see [`super::ledger`]).
+    pub(crate) async fn compact_quota_logs(&self, now: std::time::SystemTime) -> Result<()> {
+        if let Some((ledger, ids)) = &self.quotas.shared {
+            for id in ids {
+                ledger.compact(id, now).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Refuses an upload of `size` bytes to `name` that no quota of `name`
@@ -235,7 +354,7 @@ impl Registry {
     /// the client announces the size, before it sends the bytes.
     pub async fn check_upload_quota(&self, name: &RepoName, digest: Option<&Digest>, size: u64) -> Result<()> {
         for (i, rule) in self.config.rules.quotas_for(name) {
-            let g = self.counted(i).await?;
+            let g = self.counted(i, Fresh::Recent).await?;
             let c = g.as_ref().expect("built");
             if digest.is_some_and(|d| c.blobs.contains(&key(d))) {
                 continue;
@@ -253,7 +372,7 @@ impl Registry {
     pub async fn upload_room(&self, name: &RepoName) -> Result<Option<u64>> {
         let mut room: Option<u64> = None;
         for (i, rule) in self.config.rules.quotas_for(name) {
-            let g = self.counted(i).await?;
+            let g = self.counted(i, Fresh::Recent).await?;
             let c = g.as_ref().expect("built");
             let r = rule.limit.saturating_sub(c.used);
             room = Some(room.map_or(r, |x| x.min(r)));
@@ -274,7 +393,7 @@ impl Registry {
     pub async fn usage(&self) -> Result<UsageReport> {
         let mut report = UsageReport::default();
         for (i, rule) in self.config.rules.quotas.iter().enumerate() {
-            let g = self.counted(i).await?;
+            let g = self.counted(i, Fresh::Exact).await?;
             report.quotas.push(QuotaUsage {
                 repositories: rule.repositories.as_str().to_owned(),
                 limit: rule.limit,

@@ -9,6 +9,7 @@ use crate::gc::registry_tests::{
     blob_readable, data_exists, image, name, now_opts, push_blob, push_image, put, sha256, OCI_MANIFEST,
 };
 use crate::{GcOptions, Registry, RegistryConfig};
+use berth_spec::{Reference, RepoName};
 use berth_storage::FsBackend;
 
 /// Short enough for tests: a pin refuses claims for about
@@ -324,8 +325,8 @@ async fn pushes_on_two_replicas_against_collectors_on_both() {
     }
 }
 
-/// Two replicas whose rules keep the newest tag of `ret/**` and make the
-/// tags of `imm/**` immutable.
+/// Two replicas whose rules keep the newest tag of `ret/**`, make the tags
+/// of `imm/**` immutable, and let `q/**` hold 3000 bytes.
 fn replicas_with_rules(dir: &tempfile::TempDir) -> (Arc<Registry>, Arc<Registry>) {
     let replica = || {
         let backend: Arc<dyn Backend> = Arc::new(FsBackend::new(dir.path()));
@@ -335,7 +336,7 @@ fn replicas_with_rules(dir: &tempfile::TempDir) -> (Arc<Registry>, Arc<Registry>
             rules: crate::Rules {
                 retention: vec![crate::RetentionRule::new("ret/**", Some(1), None, None).unwrap()],
                 immutable: vec![crate::ImmutableRule::new("imm/**", None).unwrap()],
-                quotas: Vec::new(),
+                quotas: vec![crate::QuotaRule::new("q/**", 3000).unwrap()],
             },
             ..RegistryConfig::default()
         };
@@ -446,4 +447,92 @@ async fn racing_first_pushes_of_an_immutable_tag_on_two_replicas_leave_one_winne
             other => panic!("round {round}: one push must win and the other be refused: {other:?}"),
         }
     }
+}
+
+/// An image of about 1,700 bytes (its manifest, config and a 1,200-byte
+/// layer): one fits the quota of `q/**`, two do not.
+fn big_image(n: u8) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+    let config = format!("{{\"n\":{n}}}").into_bytes();
+    let layer = vec![n; 1200];
+    let manifest = image(&config, &[&layer]);
+    (config, layer, manifest)
+}
+
+async fn push_big(reg: &Registry, repo: &RepoName, tag: &str, n: u8) -> Result<Digest> {
+    let (config, layer, manifest) = big_image(n);
+    push_blob(reg, repo, &config).await;
+    push_blob(reg, repo, &layer).await;
+    put(reg, repo, tag, OCI_MANIFEST, &manifest).await
+}
+
+/// A replica that counted the quota before another replica pushed counts
+/// that push too (from the quota's log in the store), and refuses the push
+/// that no longer fits.
+#[tokio::test]
+async fn a_quota_counts_what_another_replica_pushed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = replicas_with_rules(&dir);
+    let repo = name("q/app");
+    // b counts the (empty) quota first.
+    assert_eq!(b.usage().await.unwrap().quotas[0].used, 0);
+    push_big(&a, &repo, "one", 1).await.unwrap();
+    let refused = push_big(&b, &repo, "two", 2).await;
+    assert!(
+        matches!(&refused, Err(RegistryError::Denied(m)) if m.contains("quota exceeded")),
+        "{refused:?}"
+    );
+    let used = b.usage().await.unwrap().quotas[0].used;
+    assert!((1600..=3000).contains(&used), "b counts a's image: {used}");
+    // The same image again adds nothing, on either replica.
+    push_big(&b, &repo, "one-again", 1).await.unwrap();
+}
+
+/// Two replicas pushing at the same moment images that fit the quota one at
+/// a time: the quota's lock in the store lets exactly one in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_pushes_on_two_replicas_cannot_both_fill_a_quota() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = replicas_with_rules(&dir);
+    let repo = name("q/race");
+    assert_eq!(a.usage().await.unwrap().quotas[0].used, 0);
+    assert_eq!(b.usage().await.unwrap().quotas[0].used, 0);
+    let (ra, rb) = tokio::join!(push_big(&a, &repo, "a", 1), push_big(&b, &repo, "b", 2));
+    match (&ra, &rb) {
+        (Ok(_), Err(RegistryError::Denied(_))) | (Err(RegistryError::Denied(_)), Ok(_)) => {}
+        other => panic!("exactly one push must fit: {other:?}"),
+    }
+    let backend = FsBackend::new(dir.path());
+    let id = crate::rules::ledger::quota_id("q/**");
+    assert!(
+        backend.head(&layout::quota_lock(&id)).await.unwrap_err().is_not_found(),
+        "no lock left"
+    );
+}
+
+/// A pass frees a deleted image's bytes for every replica: it folds the old
+/// log entries into the walk and starts a new generation, and the other
+/// replica counts afresh.
+#[tokio::test]
+async fn a_pass_on_one_replica_frees_quota_on_the_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = replicas_with_rules(&dir);
+    let repo = name("q/app");
+    push_big(&a, &repo, "one", 1).await.unwrap();
+    assert!(push_big(&a, &repo, "two", 2).await.is_err(), "full");
+    a.delete_manifest(&repo, &"one".parse().unwrap()).await.unwrap();
+    let (_, _, manifest) = big_image(1);
+    a.delete_manifest(&repo, &Reference::Digest(sha256(&manifest)))
+        .await
+        .unwrap();
+    tokio::time::sleep(SETTLE).await;
+    let report = b.collect_garbage(&now_opts()).await.unwrap();
+    assert!(report.blobs_deleted >= 2, "{report:?}");
+    let backend = FsBackend::new(dir.path());
+    let id = crate::rules::ledger::quota_id("q/**");
+    assert!(
+        backend.list(&layout::quota_log_dir(&id)).await.unwrap().is_empty(),
+        "the old entries are folded into the walk"
+    );
+    assert_eq!(a.usage().await.unwrap().quotas[0].used, 0);
+    push_big(&a, &repo, "two", 2).await.unwrap();
 }
