@@ -1,7 +1,7 @@
 //! Garbage collection on S3 with several replicas on one bucket (Ceph RGW):
 //! pushers on every replica, sharing layers, moving tags and deleting
 //! images, while the replicas run passes in a loop (one at a time: the
-//! lease), one of them `kill -9`'d in the middle and started again. At the
+//! lease), and are `kill -9`'d at random moments and started again. At the
 //! end every acknowledged image pulls whole from every replica, and after a
 //! last pass what nothing references is gone from the bucket.
 //!
@@ -95,8 +95,27 @@ async fn push(c: &Client, repo: &str, tag: &str, blobs: &[Vec<u8>]) -> Option<Pu
     panic!("{repo}:{tag} refused ten times in a row")
 }
 
+/// Deletes a manifest through whichever replica is up, until one answers:
+/// 202, or 404 when an attempt cut off by a kill had landed.
+async fn delete_manifest(urls: &Mutex<Vec<String>>, repo: &str, digest: &str) {
+    for attempt in 0..30usize {
+        let url = urls.lock().unwrap()[attempt % 3].clone();
+        let sent = Client::new(&url)
+            .req(Method::DELETE, &format!("/v2/{repo}/manifests/{digest}"))
+            .send()
+            .await;
+        match sent.map(|r| r.status()) {
+            Ok(StatusCode::ACCEPTED) => return,
+            Ok(StatusCode::NOT_FOUND) if attempt > 0 => return,
+            Ok(s) => panic!("DELETE {digest} answered {s}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+    panic!("DELETE {digest}: no replica answered");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn replicas_collect_while_pushing_and_one_is_killed() {
+async fn replicas_collect_while_pushing_and_are_killed_at_random() {
     let Some(engine) = S3Engine::ceph() else { return };
     let storage = engine.unique_storage();
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
@@ -166,8 +185,7 @@ async fn replicas_collect_while_pushing_and_one_is_killed() {
                 let moved = push(&c, repo, &format!("p{p}-latest"), &blobs).await;
                 if i == 2 {
                     // Deleted: its own layer becomes garbage.
-                    let r = c.delete(&format!("/v2/{repo}/manifests/{}", image.digest)).await;
-                    assert_eq!(r.status(), StatusCode::ACCEPTED);
+                    delete_manifest(&urls, repo, &image.digest).await;
                     deleted.push(image);
                 } else {
                     kept.push(image.clone());
@@ -192,16 +210,39 @@ async fn replicas_collect_while_pushing_and_one_is_killed() {
         }));
     }
 
-    // Meanwhile replica 2 is killed (perhaps in a pass, holding the lease or
-    // a claim) and started again.
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    let mut killed = replicas[2].take().unwrap();
-    killed.child.kill().unwrap();
-    let _ = killed.child.wait();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let restarted = replica(&engine, &storage, dirs[2].path());
-    urls.lock().unwrap()[2] = restarted.url.clone();
-    replicas[2] = Some(restarted);
+    // Meanwhile replicas are killed (perhaps in a pass, holding the lease or
+    // a claim, or under a push) at random moments and started again, until
+    // the pushers are done. The seed is printed to replay a failure.
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64
+        | 1;
+    eprintln!("kill schedule seed {seed}");
+    let mut rng = seed;
+    let mut next = move |n: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % n
+    };
+    let mut kills = 0;
+    loop {
+        tokio::time::sleep(Duration::from_millis(1500 + next(3000))).await;
+        if pushers.iter().all(|p| p.is_finished()) {
+            break;
+        }
+        let victim = next(3) as usize;
+        let mut killed = replicas[victim].take().unwrap();
+        killed.child.kill().unwrap();
+        let _ = killed.child.wait();
+        kills += 1;
+        tokio::time::sleep(Duration::from_millis(next(1000))).await;
+        let restarted = replica(&engine, &storage, dirs[victim].path());
+        urls.lock().unwrap()[victim] = restarted.url.clone();
+        replicas[victim] = Some(restarted);
+    }
+    assert!(kills >= 1, "a replica was killed while the pushers ran");
 
     let mut kept = Vec::new();
     let mut deleted = Vec::new();
@@ -217,7 +258,7 @@ async fn replicas_collect_while_pushing_and_one_is_killed() {
     let passes = passes.load(Ordering::Relaxed);
     let freed = freed.load(Ordering::Relaxed);
     eprintln!(
-        "{} images kept, {} deleted; {passes} passes freed {freed} blobs, {} refused as busy",
+        "{} images kept, {} deleted; {kills} kills; {passes} passes freed {freed} blobs, {} refused as busy",
         kept.len(),
         deleted.len(),
         busy.load(Ordering::Relaxed)
@@ -363,5 +404,64 @@ async fn untagged_manifests_go_on_s3() {
         assert_eq!(&r.bytes().await.unwrap()[..], &bytes[..]);
     }
     drop(server);
+    engine.remove(&storage);
+}
+
+/// Scheduled passes (`--gc-interval`) on two replicas of one bucket: each
+/// replica's timer fires, the lease lets one pass run at a time (the other
+/// replica's pass is skipped with a log line, or runs after), and a blob
+/// nothing references goes without anybody asking, while the tagged image
+/// stays whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_passes_run_on_replicas_of_one_bucket() {
+    let Some(engine) = S3Engine::ceph() else { return };
+    let storage = engine.unique_storage();
+    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let scheduled = |data: &std::path::Path| {
+        let mut extra: Vec<String> = GC_ARGS.iter().map(|s| s.to_string()).collect();
+        let at = extra.iter().position(|a| a == "--gc-interval").unwrap();
+        extra[at + 1] = "1s".into();
+        extra.extend(engine.serve_args(&storage));
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        BerthProcess::spawn_with(data, &extra, |cmd| engine.configure(cmd))
+    };
+    let replicas = [scheduled(dirs[0].path()), scheduled(dirs[1].path())];
+    let c = Client::new(&replicas[0].url);
+    let repo = "gc/scheduled";
+    let image = push(&c, repo, "v1", &[b"{\"s\":1}".to_vec(), data(81, 20_000)])
+        .await
+        .expect("pushed");
+    let orphan = data(82, 5_000);
+    let orphan_digest = Client::new(&replicas[1].url).push_blob(repo, &orphan).await;
+
+    use berth_storage::Backend;
+    let store = engine.backend(&storage).await;
+    let blob_key = |d: &str| berth_storage::layout::blob_data(&d.parse().unwrap());
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match store.head(&blob_key(&orphan_digest)).await {
+            Err(e) if e.is_not_found() => break,
+            _ => {}
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no scheduled pass removed the orphan within a minute"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let passed = |line: &serde_json::Value| line["message"] == "garbage collection pass";
+    let ran: usize = replicas
+        .iter()
+        .map(|r| r.log_lines().iter().filter(|l| passed(l)).count())
+        .sum();
+    assert!(ran >= 1, "the passes are logged");
+    for (digest, bytes) in &image.blobs {
+        for r in &replicas {
+            let got = Client::new(&r.url).get(&format!("/v2/{repo}/blobs/{digest}")).await;
+            assert_eq!(got.status(), StatusCode::OK, "{digest}");
+            assert_eq!(&got.bytes().await.unwrap()[..], &bytes[..]);
+        }
+    }
+    drop(replicas);
     engine.remove(&storage);
 }
