@@ -171,6 +171,14 @@ pub trait Backend: Send + Sync + 'static {
     /// unsorted. An absent prefix has no children.
     async fn list(&self, prefix: &str) -> Result<Vec<String>>;
 
+    /// Names of the objects directly in `prefix/` (not in "directories"
+    /// below it) that sort after `start_after`, in byte order, at most
+    /// `limit` of them. For an index kept as one object per entry, paged
+    /// through in one round trip on an object store (ListObjectsV2 with
+    /// `start-after`). Flat, because not every store lists nested keys in
+    /// byte order (SeaweedFS 4.48 lists them depth-first).
+    async fn list_keys_after(&self, prefix: &str, start_after: Option<&str>, limit: usize) -> Result<Vec<String>>;
+
     /// Opens the staged object `key` for appending at `offset`, creating it
     /// when `offset` is 0. Fails with `OffsetMismatch` if the object does not
     /// currently hold exactly `offset` bytes (and `NotFound` if it is gone):

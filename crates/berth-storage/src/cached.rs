@@ -305,6 +305,10 @@ impl Backend for Cached {
         self.inner.list(prefix).await
     }
 
+    async fn list_keys_after(&self, prefix: &str, start_after: Option<&str>, limit: usize) -> Result<Vec<String>> {
+        self.inner.list_keys_after(prefix, start_after, limit).await
+    }
+
     async fn append(&self, key: &str, offset: u64) -> Result<Box<dyn AppendWriter>> {
         // Staged objects are never cacheable, so appends change nothing remembered.
         debug_assert!(!layout::is_cacheable(key), "{key}");

@@ -79,6 +79,15 @@ impl Backend for Instrumented {
         timed(&self.metrics, Op::List, self.inner.list(prefix)).await
     }
 
+    async fn list_keys_after(&self, prefix: &str, start_after: Option<&str>, limit: usize) -> Result<Vec<String>> {
+        timed(
+            &self.metrics,
+            Op::List,
+            self.inner.list_keys_after(prefix, start_after, limit),
+        )
+        .await
+    }
+
     async fn presigned_get(&self, key: &str, expires_in: std::time::Duration) -> Result<Option<String>> {
         // Signing is local computation, not a store operation: not timed.
         self.inner.presigned_get(key, expires_in).await

@@ -252,6 +252,46 @@ pub fn gc_tag_claim(name: &RepoName, tag: &Tag) -> String {
     format!("{BERTH_ROOT}/gc/tag-claims/{name}/_tag/{}", tag.as_str())
 }
 
+/// The catalog's index on storage several processes write (S3): one empty
+/// object per repository, so that a catalog page is one listing from a
+/// start-after cursor however many repositories there are (see
+/// [`crate::CatalogIndexed`]). Not part of distribution's layout: a bucket
+/// without it is walked.
+pub fn catalog_index_root() -> String {
+    format!("{BERTH_ROOT}/catalog/repositories")
+}
+
+/// The index entry of repository `name`, relative to [`catalog_index_root`]:
+/// the name in hexadecimal. The entries are flat (not every store lists
+/// nested keys in byte order) and list in the names' order: hex keeps byte
+/// order, and a name sorts before the longer names it begins (`a` < `a-b`
+/// < `a/b`, as `61` < `612d62` < `612f62`).
+pub fn catalog_entry(name: &str) -> String {
+    hex::encode(name)
+}
+
+/// The repository name of an index entry ([`catalog_entry`]).
+pub fn parse_catalog_entry(entry: &str) -> Option<RepoName> {
+    String::from_utf8(hex::decode(entry).ok()?).ok()?.parse().ok()
+}
+
+/// Written once the index holds every repository (after a walk of the
+/// layout); until then the catalog walks.
+pub fn catalog_index_complete() -> String {
+    format!("{BERTH_ROOT}/catalog/complete")
+}
+
+/// The repository whose link `key` is (`<root>/<name>/_layers/...` or
+/// `<root>/<name>/_manifests/...`): writing such a link makes the name a
+/// repository of the catalog.
+pub fn repository_of_link(key: &str) -> Option<&str> {
+    let rest = key.strip_prefix(ROOT)?.strip_prefix("/repositories/")?;
+    // A name's components never start with `_`: the first `/_` ends it.
+    let end = rest.find("/_")?;
+    let internal = &rest[end + 1..];
+    (internal.starts_with("_layers/") || internal.starts_with("_manifests/")).then(|| &rest[..end])
+}
+
 /// The lock of one quota where several processes write the store (see
 /// berth-registry's `rules::ledger`); `id` names the quota.
 pub fn quota_lock(id: &str) -> String {
@@ -309,6 +349,32 @@ mod tests {
         assert_eq!(gc_pin(&d, "p1"), format!("berth/v1/gc/pins/sha256/{h}/p1"));
         assert_eq!(gc_claim(&d), format!("berth/v1/gc/claims/sha256-{h}"));
         assert_eq!(quota_lock("q1"), "berth/v1/quota/q1/lock");
+        assert_eq!(catalog_index_root(), "berth/v1/catalog/repositories");
+        assert_eq!(catalog_index_complete(), "berth/v1/catalog/complete");
+        assert_eq!(catalog_entry("team/app"), "7465616d2f617070");
+        assert_eq!(parse_catalog_entry("7465616d2f617070").unwrap().as_str(), "team/app");
+        assert_eq!(parse_catalog_entry("team/app"), None);
+        let names = ["a/b", "a-b", "a", "a.b", "a/b/c", "b"];
+        let mut entries: Vec<String> = names.iter().map(|n| catalog_entry(n)).collect();
+        entries.sort();
+        let mut sorted = names.to_vec();
+        sorted.sort();
+        let back: Vec<String> = entries
+            .iter()
+            .map(|e| parse_catalog_entry(e).unwrap().to_string())
+            .collect();
+        assert_eq!(back, sorted, "entries sort as the names do");
+        let repos = repositories_root();
+        assert_eq!(
+            repository_of_link(&format!("{repos}/team/app/_layers/sha256/{h}/link")),
+            Some("team/app")
+        );
+        assert_eq!(
+            repository_of_link(&format!("{repos}/app/_manifests/revisions/sha256/{h}/link")),
+            Some("app")
+        );
+        assert_eq!(repository_of_link(&format!("{repos}/app/_uploads/u1/data")), None);
+        assert_eq!(repository_of_link("berth/v1/gc/lease"), None);
         assert_eq!(quota_log_dir("q1"), "berth/v1/quota/q1/log");
         assert_eq!(quota_generation("q1"), "berth/v1/quota/q1/generation");
         assert_eq!(

@@ -8,6 +8,7 @@
 
 pub mod backend;
 pub mod cached;
+pub mod catalog_index;
 pub mod fs;
 pub mod instrumented;
 pub mod layout;
@@ -15,6 +16,7 @@ pub mod s3;
 
 pub use backend::{AppendWriter, Backend, ByteStream, ObjectBody, ObjectMeta, StorageError};
 pub use cached::Cached;
+pub use catalog_index::CatalogIndexed;
 pub use fs::{DataDirLock, FsBackend, LockError, SyncMode};
 pub use instrumented::Instrumented;
 pub use s3::{S3Backend, S3Config};

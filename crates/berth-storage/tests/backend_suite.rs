@@ -109,6 +109,7 @@ macro_rules! suite {
 suite!(
     objects_put_get_head_delete,
     list_names_children,
+    list_keys_after_pages_in_byte_order,
     delete_prefix_removes_a_tree,
     open_reads_ranges,
     append_checks_offsets_and_promotes,
@@ -223,6 +224,31 @@ async fn list_names_children(f: &Fixture) {
     assert_eq!(sorted_list(b, "t/l").await, ["x", "y", "z"]);
     assert_eq!(sorted_list(b, "t/l/y").await, ["1", "2"]);
     assert_eq!(sorted_list(b, "t").await, ["l", "lx"]);
+}
+
+async fn list_keys_after_pages_in_byte_order(f: &Fixture) {
+    let b = f.backend.as_ref();
+    assert!(b.list_keys_after("t/nothing", None, 10).await.unwrap().is_empty());
+    // The catalog index's shape: flat entries, hex of the names (here of
+    // `a`, `a-b`, `a.b`, `a/b`, `b`), put out of order.
+    for key in ["612f62", "61", "612d62", "62", "612e62"] {
+        b.put(&format!("t/k/{key}"), Bytes::new()).await.unwrap();
+    }
+    b.put("t/k/sub/nested", Bytes::new()).await.unwrap();
+    b.put("t/kx/outside", Bytes::new()).await.unwrap();
+    let all = b.list_keys_after("t/k", None, 100).await.unwrap();
+    assert_eq!(all, ["61", "612d62", "612e62", "612f62", "62"], "in byte order, flat");
+    assert_eq!(b.list_keys_after("t/k", None, 2).await.unwrap(), ["61", "612d62"]);
+    assert_eq!(
+        b.list_keys_after("t/k", Some("612d62"), 2).await.unwrap(),
+        ["612e62", "612f62"]
+    );
+    // A cursor that is no key: what sorts after it.
+    assert_eq!(
+        b.list_keys_after("t/k", Some("612e"), 10).await.unwrap(),
+        ["612e62", "612f62", "62"]
+    );
+    assert!(b.list_keys_after("t/k", Some("62"), 10).await.unwrap().is_empty());
 }
 
 async fn delete_prefix_removes_a_tree(f: &Fixture) {

@@ -521,6 +521,36 @@ impl Backend for FsBackend {
         .await
     }
 
+    async fn list_keys_after(&self, prefix: &str, start_after: Option<&str>, limit: usize) -> Result<Vec<String>> {
+        let dir = self.path(prefix);
+        let key = prefix.to_owned();
+        let start_after = start_after.map(str::to_owned);
+        blocking(move || {
+            let entries = match fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => {
+                    return Ok(Vec::new())
+                }
+                Err(e) => return Err(StorageError::io(&key, e)),
+            };
+            let mut names = Vec::new();
+            for entry in entries {
+                let entry = entry.map_err(|e| StorageError::io(&key, e))?;
+                let Ok(name) = entry.file_name().into_string() else {
+                    continue;
+                };
+                let is_file = entry.file_type().map_err(|e| StorageError::io(&key, e))?.is_file();
+                if is_file && !name.starts_with(".tmp-") && start_after.as_deref().is_none_or(|s| name.as_str() > s) {
+                    names.push(name);
+                }
+            }
+            names.sort_unstable();
+            names.truncate(limit);
+            Ok(names)
+        })
+        .await
+    }
+
     async fn append(&self, key: &str, offset: u64) -> Result<Box<dyn AppendWriter>> {
         // The file is opened by the writer's first trip to a blocking thread
         // (for a small upload, the one that also writes and syncs it), so the

@@ -366,6 +366,30 @@ impl Backend for S3Backend {
         Ok(names)
     }
 
+    async fn list_keys_after(&self, prefix: &str, start_after: Option<&str>, limit: usize) -> Result<Vec<String>> {
+        let base = self.path(prefix);
+        let strip = format!("{}/", base.as_ref());
+        // S3 lists in byte order from `start-after`, a page (1,000 keys) per
+        // round trip: the stream is dropped once `limit` names are in.
+        let offset = match start_after {
+            Some(s) => Path::from(format!("{strip}{s}")),
+            None => base.clone(),
+        };
+        let mut listing = self.store.list_with_offset(Some(&base), &offset);
+        let mut names = Vec::new();
+        while names.len() < limit {
+            let Some(meta) = listing.next().await else { break };
+            let meta = meta.map_err(|e| errors::map(prefix, e))?;
+            let Some(name) = meta.location.as_ref().strip_prefix(&strip) else {
+                continue;
+            };
+            if !name.contains('/') && start_after.is_none_or(|s| name > s) {
+                names.push(name.to_owned());
+            }
+        }
+        Ok(names)
+    }
+
     async fn append(&self, key: &str, offset: u64) -> Result<Box<dyn AppendWriter>> {
         Ok(Box::new(staged::S3AppendWriter::open(self.clone(), key, offset).await?))
     }
