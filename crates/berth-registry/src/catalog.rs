@@ -46,7 +46,11 @@ impl Registry {
         let after = |name: &str| last.is_none_or(|l| name > l);
         // One more than the page: whether it exists says whether a next page does.
         let want = n.map(|n| n.saturating_add(1));
-        let mut names = self.stored_repositories_after(last, want, &visible).await?;
+        let mut names = if self.catalog_index_usable().await? {
+            self.indexed_repositories_after(last, want, &visible).await?
+        } else {
+            self.stored_repositories_after(last, want, &visible).await?
+        };
         for source in &self.sources {
             names.extend(
                 source

@@ -11,6 +11,7 @@ pub mod augment;
 mod blobs;
 pub mod browse;
 mod catalog;
+pub mod catalog_index;
 mod error;
 pub mod gc;
 pub mod inventory;
@@ -100,6 +101,8 @@ pub struct Registry {
     shared_gate: Option<gc::shared::SharedGate>,
     /// Held by the running garbage collection pass.
     gc_running: tokio::sync::Mutex<()>,
+    /// The catalog index was seen complete (see [`catalog_index`]).
+    catalog_indexed: std::sync::atomic::AtomicBool,
     /// Tag writes hold it shared; retention's tag deletes and pushes of
     /// immutable tags hold it alone, to check and write as one step.
     tag_writes: tokio::sync::RwLock<()>,
@@ -115,6 +118,14 @@ pub struct Registry {
 
 impl Registry {
     pub fn new(backend: Arc<dyn Backend>, config: RegistryConfig) -> Registry {
+        // Where other processes write too, the catalog is paged from an
+        // index that every link written keeps up to date (see
+        // `catalog_index`).
+        let backend: Arc<dyn Backend> = if config.exclusive_storage {
+            backend
+        } else {
+            Arc::new(berth_storage::CatalogIndexed::new(backend))
+        };
         let shared_gate =
             (!config.exclusive_storage).then(|| gc::shared::SharedGate::new(backend.clone(), config.gc_shared));
         let quotas = rules::quota::QuotaCounters::new(
@@ -130,6 +141,7 @@ impl Registry {
             gate: gc::gate::ReferenceGate::default(),
             shared_gate,
             gc_running: tokio::sync::Mutex::new(()),
+            catalog_indexed: std::sync::atomic::AtomicBool::new(false),
             tag_writes: tokio::sync::RwLock::new(()),
             quotas,
             config,

@@ -389,6 +389,7 @@ impl Server {
         tracing::info!(addr = %self.addr, scheme, storage = %self.storage_line, "berth is serving");
         let purge = spawn_upload_purge(self.registry.clone(), self.storage, self.purge_interval);
         let gc = self.gc_interval.map(|every| spawn_gc(self.registry.clone(), every));
+        let index = (!self.registry.config().exclusive_storage).then(|| spawn_catalog_index(self.registry.clone()));
         let cache_bound = self
             .registry
             .config()
@@ -438,6 +439,9 @@ impl Server {
             w.abort();
         }
         purge.abort();
+        if let Some(index) = index {
+            index.abort();
+        }
         if let Some(gc) = gc {
             gc.abort();
         }
@@ -478,6 +482,28 @@ fn spawn_upload_purge(
             }
             if let Some(storage) = &storage {
                 sweep_temp_files(storage).await;
+            }
+        }
+    })
+}
+
+/// On shared storage, completes the catalog's index once, in the background,
+/// if no process has yet (a bucket written before the index, or by
+/// distribution): until then catalog pages walk the layout.
+fn spawn_catalog_index(registry: Arc<Registry>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        match registry.catalog_index_complete().await {
+            Ok(true) => return,
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the catalog index's state");
+                return;
+            }
+        }
+        match registry.reconcile_catalog_index(None, None).await {
+            Ok(repair) => tracing::info!(added = repair.added, "catalog index complete"),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not complete the catalog index (catalog pages walk the storage)")
             }
         }
     })

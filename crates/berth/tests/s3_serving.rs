@@ -10,6 +10,7 @@
 mod conformance_common;
 mod support;
 
+use berth_storage::{layout, Backend};
 use conformance_common::*;
 use reqwest::{Method, StatusCode};
 use std::time::Duration;
@@ -575,6 +576,59 @@ fn storage_comes_from_the_file_or_the_environment_and_is_validated() {
         let out = berth_cli(["serve", "--check-config", "--config", file.to_str().unwrap()]).fails();
         assert!(out.stderr.contains(expected), "{text}: {}", out.describe());
     }
+}
+
+/// The catalog on S3 pages from the index once the server has completed it
+/// (at start, on a bucket without one): pushes index their repositories, a
+/// repository written behind berth's back (as distribution would) is listed
+/// after the next garbage collection pass, and pages follow `Link`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_catalog_pages_from_the_index_on_ceph() {
+    let Some(server) = on_ceph(&["--gc-interval", "0"]) else {
+        return;
+    };
+    let c = Client::new(&server.url);
+    let (engine, storage) = server.s3.as_ref().unwrap();
+    let store = engine.backend(storage).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while store.head(&layout::catalog_index_complete()).await.is_err() {
+        assert!(std::time::Instant::now() < deadline, "the index was never completed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for repo in ["idx/c", "idx/a/x", "idx/b", "idx/a-y"] {
+        c.push_blob(repo, repo.as_bytes()).await;
+    }
+    let hidden = b"written by another program";
+    let digest: berth_spec::Digest = sha256(hidden).parse().unwrap();
+    let name: berth_spec::RepoName = "idx/zed".parse().unwrap();
+    store
+        .put(
+            &layout::layer_link(&name, &digest),
+            layout::link_content(&digest).into(),
+        )
+        .await
+        .unwrap();
+    let all = json_body(c.get("/v2/_catalog").await).await;
+    assert_eq!(
+        all["repositories"],
+        serde_json::json!(["idx/a-y", "idx/a/x", "idx/b", "idx/c"])
+    );
+    let first = c.get("/v2/_catalog?n=2").await;
+    let link = header(&first, "link").expect("a next page").to_owned();
+    assert_eq!(
+        json_body(first).await["repositories"],
+        serde_json::json!(["idx/a-y", "idx/a/x"])
+    );
+    let next = link.trim_start_matches('<').split('>').next().unwrap().to_owned();
+    assert_eq!(
+        json_body(c.get(&next).await).await["repositories"],
+        serde_json::json!(["idx/b", "idx/c"])
+    );
+
+    let r = c.req(reqwest::Method::POST, "/berth/v1/gc").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "{}", text(r).await);
+    let all = json_body(c.get("/v2/_catalog?last=idx/c").await).await;
+    assert_eq!(all["repositories"], serde_json::json!(["idx/zed"]));
 }
 
 /// What only works with one process writing the storage is refused on S3,

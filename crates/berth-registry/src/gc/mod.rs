@@ -583,6 +583,9 @@ impl Registry {
             // and (a new generation of the quotas' logs) on other replicas.
             if self.shared_gate.is_some() {
                 self.compact_quota_logs(now).await?;
+                // The catalog index: what the mark walked, less what is gone.
+                let walked: Vec<RepoName> = scans.iter().map(|(n, _)| n.clone()).collect();
+                self.reconcile_catalog_index(Some(&walked), Some(now)).await?;
             }
             self.forget_quota_counts().await;
         }

@@ -536,3 +536,67 @@ async fn a_pass_on_one_replica_frees_quota_on_the_other() {
     assert_eq!(a.usage().await.unwrap().quotas[0].used, 0);
     push_big(&a, &repo, "two", 2).await.unwrap();
 }
+
+/// On shared storage the catalog is paged from the index, once complete:
+/// pushes index their repositories; a repository written behind berth's back
+/// (distribution on the same bucket) is added by a reconciliation, and one
+/// that is no more is removed.
+#[tokio::test]
+async fn the_catalog_pages_from_the_index_once_it_is_complete() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = replicas(&dir);
+    for repo in ["c", "a/x", "b", "a-y"] {
+        push_blob(&a, &name(repo), repo.as_bytes()).await;
+    }
+    // Written without berth: no entry.
+    let raw = FsBackend::new(dir.path());
+    let hidden = sha256(b"hidden");
+    raw.put(
+        &layout::layer_link(&name("zed"), &hidden),
+        Bytes::from(layout::link_content(&hidden)),
+    )
+    .await
+    .unwrap();
+    let page = |reg: Arc<Registry>, last: Option<&'static str>, n: Option<usize>| async move {
+        reg.catalog_page(last, n, |_| true).await.unwrap()
+    };
+    // Not complete yet: the walk, which sees everything.
+    assert!(!b.catalog_index_complete().await.unwrap());
+    assert_eq!(
+        page(b.clone(), None, None).await.repositories,
+        ["a-y", "a/x", "b", "c", "zed"]
+    );
+
+    let repair = b.reconcile_catalog_index(None, None).await.unwrap();
+    assert_eq!(repair.added, 1, "only the repository written behind berth's back");
+    assert!(a.catalog_index_complete().await.unwrap());
+    let first = page(a.clone(), None, Some(2)).await;
+    assert_eq!(
+        (first.repositories.as_slice(), first.more),
+        (&["a-y".to_owned(), "a/x".to_owned()][..], true)
+    );
+    let next = page(a.clone(), Some("a/x"), Some(2)).await;
+    assert_eq!(next.repositories, ["b", "c"]);
+    assert_eq!(page(a.clone(), Some("c"), Some(2)).await.repositories, ["zed"]);
+    // A cursor that is no name, and a filter.
+    assert_eq!(page(a.clone(), Some("a0"), None).await.repositories, ["b", "c", "zed"]);
+    let only_a = a.catalog_page(None, Some(5), |n| n.starts_with('a')).await.unwrap();
+    assert_eq!(only_a.repositories, ["a-y", "a/x"]);
+
+    // The pages come from the index: an entry removed is a name unlisted...
+    let root = layout::catalog_index_root();
+    raw.delete(&format!("{root}/{}", layout::catalog_entry("b")))
+        .await
+        .unwrap();
+    assert_eq!(
+        page(a.clone(), None, None).await.repositories,
+        ["a-y", "a/x", "c", "zed"]
+    );
+    // ...until a reconciliation; which also drops the entry of a repository
+    // that lost every link, once older than the pass.
+    raw.delete_prefix(&layout::repository(&name("zed"))).await.unwrap();
+    let since = SystemTime::now() + Duration::from_secs(2);
+    let repair = a.reconcile_catalog_index(None, Some(since)).await.unwrap();
+    assert_eq!(repair, crate::catalog_index::IndexRepair { added: 1, removed: 1 });
+    assert_eq!(page(b.clone(), None, None).await.repositories, ["a-y", "a/x", "b", "c"]);
+}
