@@ -7,7 +7,12 @@
 # replica to three on one prefix (manifest GETs by tag, one client per
 # replica). Everything it starts it stops again, by PID.
 #
-#   bench/s3.sh [--rounds N] [--quick] [--replicas-only]
+#   bench/s3.sh [--rounds N] [--quick] [--replicas-only] [--catalog-only [--repos N]]
+#
+# --catalog-only: instead, N repositories (default 10,000) pushed into berth
+# (one blob, then cross-repository mounts), distribution started on the same
+# prefix, and the time of `_catalog?n=100` (first page and one from the
+# middle) on each, interleaved.
 #
 # Needs Ceph RGW: with AWS_ENDPOINT_URL etc. set (the export lines of
 # scripts/s3/start-ceph-rgw.sh) it uses that one, else it starts one and
@@ -18,13 +23,15 @@ cd "$(dirname "$0")/.."
 . bench/lib.sh
 export PATH="$HOME/.cargo/bin:/usr/sbin:/sbin:$PATH"
 
-rounds=3 quick=0 replicas_only=0
+rounds=3 quick=0 replicas_only=0 catalog_only=0 repos=10000
 while [ $# -gt 0 ]; do
   case "$1" in
     --rounds) rounds="$2"; shift 2 ;;
     --quick) quick=1; shift ;;
     --replicas-only) replicas_only=1; shift ;;
-    *) echo "usage: $0 [--rounds N] [--quick] [--replicas-only]" >&2; exit 2 ;;
+    --catalog-only) catalog_only=1; shift ;;
+    --repos) repos="$2"; shift 2 ;;
+    *) echo "usage: $0 [--rounds N] [--quick] [--replicas-only] [--catalog-only [--repos N]]" >&2; exit 2 ;;
   esac
 done
 log() { printf '== %s\n' "$*" >&2; }
@@ -108,6 +115,43 @@ wait_up() {
 }
 
 rss_mib() { awk '/VmHWM/ {printf "%.0f", $2 / 1024}' "/proc/$1/status"; }
+
+if [ "$catalog_only" = 1 ]; then
+  prefix="$run_id-catalog"
+  start_berth berth "$prefix"
+  log "pushing $repos repositories into berth"
+  blob="catalog bench"
+  digest="sha256:$(printf '%s' "$blob" | sha256sum | cut -d' ' -f1)"
+  curl -sf -o /dev/null -X POST --data-binary "$blob" -H 'content-type: application/octet-stream' \
+    "${url[berth]}/v2/cat/r00000/blobs/uploads/?digest=$digest"
+  seq -f '%05g' 1 $((repos - 1)) | xargs -P 32 -I{} curl -sf -o /dev/null -X POST \
+    "${url[berth]}/v2/cat/r{}/blobs/uploads/?mount=$digest&from=cat/r00000"
+  start_distribution distribution "$prefix"
+  middle="$(printf 'cat/r%05d' $((repos / 2)))"
+  : >"$work/catalog.tsv"
+  for r in $(seq 1 "$rounds"); do
+    order="berth distribution"
+    [ $((r % 2)) = 0 ] && order="distribution berth"
+    for s in $order; do
+      for page in first middle; do
+        q="n=100"
+        [ "$page" = middle ] && q="n=100&last=$middle"
+        t="$(curl -sf -o "$work/page.json" -w '%{time_total}' "${url[$s]}/v2/_catalog?$q")"
+        [ "$(jq '.repositories | length' "$work/page.json")" = 100 ] || { echo "$s: not a page of 100" >&2; exit 1; }
+        printf '%s\t%s\t%s\n' "$s" "$page" "$t" >>"$work/catalog.tsv"
+      done
+    done
+  done
+  echo "| _catalog?n=100, $repos repositories (Ceph RGW, $rounds rounds) | median ms | range ms |"
+  echo "|---|---:|---:|"
+  for s in berth distribution; do
+    for page in first middle; do
+      mapfile -t v < <(awk -F'\t' -v s="$s" -v p="$page" '$1 == s && $2 == p {printf "%.1f\n", $3 * 1000}' "$work/catalog.tsv" | sort -n)
+      echo "| $s, $page page | ${v[$(( (${#v[@]} - 1) / 2 ))]} | ${v[0]}-${v[-1]} |"
+    done
+  done
+  exit 0
+fi
 
 if [ "$quick" = 1 ]; then
   big=16MiB small_n=200 secs=5
