@@ -21,7 +21,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the registry (OCI Distribution Spec and Docker Registry HTTP API V2).
     Serve(ServeArgs),
-    /// Copy the images of an archive into berth's storage, verifying every digest.
+    /// Copy the images of an archive into berth's storage (a data directory or
+    /// an S3 bucket), verifying every digest.
     ///
     /// The archive is an OCI image layout directory, an OCI layout tar, or a
     /// `docker save` tarball.
@@ -451,6 +452,17 @@ pub struct ImportArgs {
     /// Data directory of the berth to import into.
     #[arg(long, env = "BERTH_DATA", default_value = "./data")]
     pub data: PathBuf,
+
+    /// An S3 bucket instead: `s3://BUCKET[/PREFIX]`, which servers may go on
+    /// serving (the import pins what it references, as their pushes do).
+    #[arg(long, env = "BERTH_STORAGE", value_name = "s3://BUCKET[/PREFIX]")]
+    pub storage: Option<String>,
+
+    #[command(flatten)]
+    pub s3: S3Args,
+
+    #[command(flatten)]
+    pub gc_shared: GcSharedArgs,
 }
 
 #[derive(Debug, Args)]
@@ -528,6 +540,13 @@ pub struct ExportArgs {
     /// Data directory of the berth to export from.
     #[arg(long, env = "BERTH_DATA", default_value = "./data")]
     pub data: PathBuf,
+
+    /// An S3 bucket instead: `s3://BUCKET[/PREFIX]`.
+    #[arg(long, env = "BERTH_STORAGE", value_name = "s3://BUCKET[/PREFIX]")]
+    pub storage: Option<String>,
+
+    #[command(flatten)]
+    pub s3: S3Args,
 }
 
 #[derive(Debug, Args)]

@@ -12,12 +12,13 @@
 
 use crate::cli::ExportArgs;
 use crate::progress::{self, Progress};
+use crate::storage::{CommandStorage, DirUse};
 use anyhow::{bail, Context};
 use berth_registry::sources::image_builder::goarch;
 use berth_registry::sources::oci_layout::{blob_path, CONTAINERD_NAME, REF_NAME};
 use berth_registry::{ManifestContent, Registry, RegistryConfig};
 use berth_spec::{media_type, Descriptor, Digest, Manifest, ManifestKind, Reference, RepoName};
-use berth_storage::{FsBackend, ObjectBody};
+use berth_storage::ObjectBody;
 use futures::StreamExt;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
@@ -42,18 +43,22 @@ enum Item {
 
 pub fn run(args: ExportArgs) -> anyhow::Result<()> {
     progress::init_cli_logging();
-    if !args.data.is_dir() {
-        bail!("{}: no such data directory", args.data.display());
-    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
     let handle = runtime.handle().clone();
-    let registry = Arc::new(Registry::new(
-        Arc::new(FsBackend::new(&args.data)),
-        RegistryConfig::default(),
-    ));
+    let storage = runtime.block_on(CommandStorage::open(
+        &args.data,
+        args.storage.as_deref(),
+        &args.s3,
+        DirUse::Existing,
+    ))?;
+    let config = RegistryConfig {
+        exclusive_storage: storage.is_exclusive(),
+        ..RegistryConfig::default()
+    };
+    let registry = Arc::new(Registry::new(storage.backend(), config));
     let (roots, items) = runtime.block_on(collect(&registry, &args.images))?;
     let out = args.output.clone();
     let staged = out.with_file_name(format!(

@@ -3,12 +3,13 @@
 //! or on an S3 bucket, where it takes part in the protocol of the servers
 //! sharing it (see `berth_registry::gc::shared`) like one more replica.
 
-use crate::cli::{GcArgs, S3Args, UsageArgs};
+use crate::cli::{GcArgs, UsageArgs};
 use crate::config::{ConfigFile, Sections};
 use crate::progress::Progress;
+use crate::storage::{CommandStorage, DirUse};
 use anyhow::Context;
 use berth_registry::{GcOptions, GcReport, GcStep, ProgressHook, Registry, RegistryConfig, Rules, UsageReport};
-use berth_storage::{Backend, DataDirLock, FsBackend, LockError};
+use berth_storage::{DataDirLock, LockError};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -27,46 +28,17 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-/// Where a command reads and writes: a data directory (locked against a
-/// server while `lock` is held) or a bucket other processes may share.
-struct Opened {
-    backend: Arc<dyn Backend>,
-    exclusive: bool,
-    _lock: Option<DataDirLock>,
-}
-
-/// Opens `--storage` if given, else the data directory `data` (which must
-/// exist), taking its lock when `lock` says so.
-async fn open(data: &Path, storage: Option<&str>, s3: &S3Args, lock: bool) -> anyhow::Result<Opened> {
-    if let Some(url) = storage {
-        let backend = crate::storage::connect_s3(url, s3, "--storage").await?;
-        return Ok(Opened {
-            backend: Arc::new(backend),
-            exclusive: false,
-            _lock: None,
-        });
-    }
-    if !data.is_dir() {
-        anyhow::bail!("{} is not a data directory", data.display());
-    }
-    // The collector's safety rests on seeing every push (the reference gate
-    // is in memory): with a server running, the pass must run inside it.
-    let lock = if lock {
-        Some(DataDirLock::acquire(data).map_err(|e| match e {
-            LockError::HeldBy { pid, .. } => anyhow::anyhow!(
-                "a berth (pid {pid}) is serving {}: it collects garbage itself (--gc-interval); \
-                 to run a pass now: curl -X POST http://<host>/berth/v1/gc (GET for a dry run)",
-                data.display()
-            ),
-            e => e.into(),
-        })?)
-    } else {
-        None
-    };
-    Ok(Opened {
-        backend: Arc::new(FsBackend::new(data)),
-        exclusive: true,
-        _lock: lock,
+/// The data directory's lock, for a pass: the collector's safety rests on
+/// seeing every push (the reference gate is in memory), so with a server
+/// running the pass must run inside it.
+fn lock_for_pass(data: &Path) -> anyhow::Result<DataDirLock> {
+    DataDirLock::acquire(data).map_err(|e| match e {
+        LockError::HeldBy { pid, .. } => anyhow::anyhow!(
+            "a berth (pid {pid}) is serving {}: it collects garbage itself (--gc-interval); \
+             to run a pass now: curl -X POST http://<host>/berth/v1/gc (GET for a dry run)",
+            data.display()
+        ),
+        e => e.into(),
     })
 }
 
@@ -79,14 +51,18 @@ pub fn run(args: GcArgs) -> anyhow::Result<()> {
         GcStep::Sweeping { done, total } => bar.count("sweeping blob store", done as u64, total as u64),
     }));
     let report = runtime()?.block_on(async {
-        let opened = open(&args.data, args.storage.as_deref(), &args.s3, true).await?;
+        let opened = CommandStorage::open(&args.data, args.storage.as_deref(), &args.s3, DirUse::Existing).await?;
+        let _lock = match opened.fs() {
+            Some(_) => Some(lock_for_pass(&args.data)?),
+            None => None,
+        };
         let config = RegistryConfig {
             rules,
-            exclusive_storage: opened.exclusive,
+            exclusive_storage: opened.is_exclusive(),
             gc_shared: args.gc_shared.timing(),
             ..RegistryConfig::default()
         };
-        let registry = Registry::new(opened.backend.clone(), config);
+        let registry = Registry::new(opened.backend(), config);
         anyhow::Ok(
             registry
                 .collect_garbage(&GcOptions {
@@ -118,13 +94,13 @@ pub fn run(args: GcArgs) -> anyhow::Result<()> {
 pub fn usage(args: UsageArgs) -> anyhow::Result<()> {
     let rules = rules_from(args.config.as_deref())?;
     let report = runtime()?.block_on(async {
-        let opened = open(&args.data, args.storage.as_deref(), &args.s3, false).await?;
+        let opened = CommandStorage::open(&args.data, args.storage.as_deref(), &args.s3, DirUse::Existing).await?;
         let config = RegistryConfig {
             rules,
-            exclusive_storage: opened.exclusive,
+            exclusive_storage: opened.is_exclusive(),
             ..RegistryConfig::default()
         };
-        anyhow::Ok(Registry::new(opened.backend.clone(), config).usage().await?)
+        anyhow::Ok(Registry::new(opened.backend(), config).usage().await?)
     })?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);

@@ -4,6 +4,7 @@
 
 use crate::cli::ImportArgs;
 use crate::progress::{self, Progress};
+use crate::storage::{CommandStorage, DirUse};
 use anyhow::{bail, Context};
 use berth_registry::sources::{self, ImageSet, Placement};
 use berth_registry::{Registry, RegistryConfig};
@@ -25,15 +26,18 @@ pub fn run(args: ImportArgs) -> anyhow::Result<()> {
             args.archive.display()
         );
     }
-    std::fs::create_dir_all(&args.data)
-        .with_context(|| format!("creating the data directory {}", args.data.display()))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async {
-        let backend = FsBackend::new(&args.data);
-        let registry = Registry::new(Arc::new(backend.clone()), RegistryConfig::default());
+        let storage = CommandStorage::open(&args.data, args.storage.as_deref(), &args.s3, DirUse::Create).await?;
+        let config = RegistryConfig {
+            exclusive_storage: storage.is_exclusive(),
+            gc_shared: args.gc_shared.timing(),
+            ..RegistryConfig::default()
+        };
+        let registry = Registry::new(storage.backend(), config);
         let progress = Arc::new(Progress::new());
         for image in set.named() {
             let root = import_tree(&registry, &set, &image.repo, &image.digest, &progress).await?;
@@ -48,7 +52,9 @@ pub fn run(args: ImportArgs) -> anyhow::Result<()> {
                 )
                 .await
                 .with_context(|| format!("storing the manifest of {}:{}", image.repo, image.tag))?;
-            tell_the_server(&backend).await?;
+            if let Some(fs) = storage.fs() {
+                tell_the_server(fs).await?;
+            }
             println!("imported {}:{} {}", image.repo, image.tag, root);
         }
         Ok(())

@@ -218,3 +218,61 @@ impl Storage {
         }
     }
 }
+
+/// What a command other than `serve` needs of its data directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DirUse {
+    /// It must exist (gc, usage, export).
+    Existing,
+    /// Created if missing (import).
+    Create,
+}
+
+/// The storage a command (gc, usage, import, export) works on: `--storage`
+/// (a bucket, which other processes may share) or the data directory.
+pub struct CommandStorage {
+    backend: Arc<dyn Backend>,
+    fs: Option<FsBackend>,
+}
+
+impl CommandStorage {
+    pub async fn open(
+        data: &std::path::Path,
+        storage: Option<&str>,
+        s3: &S3Args,
+        dir: DirUse,
+    ) -> anyhow::Result<CommandStorage> {
+        if let Some(url) = storage {
+            return Ok(CommandStorage {
+                backend: Arc::new(connect_s3(url, s3, "--storage").await?),
+                fs: None,
+            });
+        }
+        match dir {
+            DirUse::Create => std::fs::create_dir_all(data)
+                .with_context(|| format!("creating the data directory {}", data.display()))?,
+            DirUse::Existing if !data.is_dir() => anyhow::bail!("{} is not a data directory", data.display()),
+            DirUse::Existing => {}
+        }
+        let fs = FsBackend::new(data);
+        Ok(CommandStorage {
+            backend: Arc::new(fs.clone()),
+            fs: Some(fs),
+        })
+    }
+
+    pub fn backend(&self) -> Arc<dyn Backend> {
+        self.backend.clone()
+    }
+
+    /// The data directory's backend; `None` on a bucket.
+    pub fn fs(&self) -> Option<&FsBackend> {
+        self.fs.as_ref()
+    }
+
+    /// A data directory is written by one server at a time (its lock); a
+    /// bucket may be shared with other processes.
+    pub fn is_exclusive(&self) -> bool {
+        self.fs.is_some()
+    }
+}

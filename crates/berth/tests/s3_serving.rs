@@ -631,6 +631,52 @@ async fn the_catalog_pages_from_the_index_on_ceph() {
     assert_eq!(all["repositories"], serde_json::json!(["idx/zed"]));
 }
 
+/// `berth import` into a bucket a server is serving, and `berth export`
+/// from it: a multi-platform image goes in whole (served at once, listed in
+/// the catalog) and comes out with the same digest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_into_and_export_from_a_served_bucket() {
+    let Some(server) = on_ceph(&[]) else { return };
+    let (engine, storage) = server.s3.as_ref().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut layout = support::images::OciLayout::create(&tmp.path().join("layout"));
+    let index = support::images::Index::multi_arch("s3-import");
+    layout.add_index("v1", &index);
+    let cli = |args: &[&str]| {
+        let mut line: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        line.extend(engine.serve_args(storage));
+        let mut tool = berth_cli(line);
+        for (k, v) in engine.env() {
+            tool = tool.env(k, v);
+        }
+        tool.run()
+    };
+    let layout_dir = layout.dir.to_str().unwrap().to_owned();
+    let out = cli(&["import", &layout_dir, "--repo", "imported/app"]);
+    assert!(out.success(), "{}", out.describe());
+
+    let c = Client::new(&server.url);
+    let r = c
+        .req(Method::GET, "/v2/imported/app/manifests/v1")
+        .header("accept", OCI_INDEX)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(header(&r, "docker-content-digest"), Some(index.index.digest.as_str()));
+    let catalog = json_body(c.get("/v2/_catalog").await).await;
+    assert_eq!(catalog["repositories"], serde_json::json!(["imported/app"]));
+
+    let archive = tmp.path().join("out.tar");
+    let out = cli(&["export", "imported/app:v1", "-o", archive.to_str().unwrap()]);
+    assert!(out.success(), "{}", out.describe());
+    let listed = support::tools::tool("tar")
+        .args(["-xOf", archive.to_str().unwrap(), "index.json"])
+        .run();
+    assert!(listed.success(), "{}", listed.describe());
+    assert!(listed.stdout.contains(index.index.digest.as_str()), "{}", listed.stdout);
+}
+
 /// What only works with one process writing the storage is refused on S3,
 /// by `--check-config` and at start, with the reason; the repository rules
 /// (ordered through the bucket) are accepted.
