@@ -136,7 +136,9 @@ if [ "$catalog_only" = 1 ]; then
       for page in first middle; do
         q="n=100"
         [ "$page" = middle ] && q="n=100&last=$middle"
-        t="$(curl -sf -o "$work/page.json" -w '%{time_total}' "${url[$s]}/v2/_catalog?$q")"
+        # distribution walks the whole bucket for a page from the middle
+        # (minutes with 10,000 repositories): capped at 10 minutes.
+        t="$(curl -sf --max-time 600 -o "$work/page.json" -w '%{time_total}' "${url[$s]}/v2/_catalog?$q")"
         [ "$(jq '.repositories | length' "$work/page.json")" = 100 ] || { echo "$s: not a page of 100" >&2; exit 1; }
         printf '%s\t%s\t%s\n' "$s" "$page" "$t" >>"$work/catalog.tsv"
       done

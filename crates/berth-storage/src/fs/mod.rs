@@ -499,26 +499,7 @@ impl Backend for FsBackend {
     async fn list(&self, prefix: &str) -> Result<Vec<String>> {
         let path = self.path(prefix);
         let key = prefix.to_owned();
-        blocking(move || {
-            let entries = match fs::read_dir(&path) {
-                Ok(e) => e,
-                Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => {
-                    return Ok(Vec::new())
-                }
-                Err(e) => return Err(StorageError::io(&key, e)),
-            };
-            let mut names = Vec::new();
-            for entry in entries {
-                let entry = entry.map_err(|e| StorageError::io(&key, e))?;
-                if let Ok(name) = entry.file_name().into_string() {
-                    if !name.starts_with(".tmp-") {
-                        names.push(name);
-                    }
-                }
-            }
-            Ok(names)
-        })
-        .await
+        blocking(move || Ok(listed(&path, &key)?.into_iter().map(|(name, _)| name).collect())).await
     }
 
     async fn list_keys_after(&self, prefix: &str, start_after: Option<&str>, limit: usize) -> Result<Vec<String>> {
@@ -526,24 +507,11 @@ impl Backend for FsBackend {
         let key = prefix.to_owned();
         let start_after = start_after.map(str::to_owned);
         blocking(move || {
-            let entries = match fs::read_dir(&dir) {
-                Ok(e) => e,
-                Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => {
-                    return Ok(Vec::new())
-                }
-                Err(e) => return Err(StorageError::io(&key, e)),
-            };
-            let mut names = Vec::new();
-            for entry in entries {
-                let entry = entry.map_err(|e| StorageError::io(&key, e))?;
-                let Ok(name) = entry.file_name().into_string() else {
-                    continue;
-                };
-                let is_file = entry.file_type().map_err(|e| StorageError::io(&key, e))?.is_file();
-                if is_file && !name.starts_with(".tmp-") && start_after.as_deref().is_none_or(|s| name.as_str() > s) {
-                    names.push(name);
-                }
-            }
+            let mut names: Vec<String> = listed(&dir, &key)?
+                .into_iter()
+                .filter(|(name, is_file)| *is_file && start_after.as_deref().is_none_or(|s| name.as_str() > s))
+                .map(|(name, _)| name)
+                .collect();
             names.sort_unstable();
             names.truncate(limit);
             Ok(names)
@@ -581,6 +549,28 @@ impl Backend for FsBackend {
         .await?;
         self.sync.commit(to).await
     }
+}
+
+/// The entries of directory `path` (storage key `key`) with whether each is
+/// a file, leaving out temporary files; none when it does not exist.
+fn listed(path: &Path, key: &str) -> Result<Vec<(String, bool)>> {
+    let entries = match fs::read_dir(path) {
+        Ok(e) => e,
+        Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => return Ok(Vec::new()),
+        Err(e) => return Err(StorageError::io(key, e)),
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| StorageError::io(key, e))?;
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        if !name.starts_with(".tmp-") {
+            let is_file = entry.file_type().map_err(|e| StorageError::io(key, e))?.is_file();
+            names.push((name, is_file));
+        }
+    }
+    Ok(names)
 }
 
 #[cfg(test)]

@@ -24,6 +24,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use object_store::aws::AmazonS3;
+use object_store::list::{PaginatedListOptions, PaginatedListStore};
 use object_store::path::Path;
 use object_store::signer::Signer;
 use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutOptions, PutPayload};
@@ -108,6 +109,35 @@ fn is_no_such_bucket(e: &object_store::Error) -> bool {
 }
 
 impl S3Backend {
+    /// [`Backend::list_keys_after`] through `object_store`'s listing, for a
+    /// backend built without its S3 client at hand.
+    async fn list_keys_after_streamed(
+        &self,
+        prefix: &str,
+        base: &Path,
+        strip: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>> {
+        let offset = match start_after {
+            Some(s) => Path::from(format!("{strip}{s}")),
+            None => base.clone(),
+        };
+        let mut listing = self.store.list_with_offset(Some(base), &offset);
+        let mut names = Vec::new();
+        while names.len() < limit {
+            let Some(meta) = listing.next().await else { break };
+            let meta = meta.map_err(|e| errors::map(prefix, e))?;
+            let Some(name) = meta.location.as_ref().strip_prefix(strip) else {
+                continue;
+            };
+            if !name.contains('/') && start_after.is_none_or(|s| name > s) {
+                names.push(name.to_owned());
+            }
+        }
+        Ok(names)
+    }
+
     /// Builds the client and checks that the bucket answers (one listing of
     /// the prefix, retried briefly): a missing bucket, a wrong endpoint or
     /// refused credentials fail here, at startup, not on the first push.
@@ -369,22 +399,42 @@ impl Backend for S3Backend {
     async fn list_keys_after(&self, prefix: &str, start_after: Option<&str>, limit: usize) -> Result<Vec<String>> {
         let base = self.path(prefix);
         let strip = format!("{}/", base.as_ref());
-        // S3 lists in byte order from `start-after`, a page (1,000 keys) per
-        // round trip: the stream is dropped once `limit` names are in.
-        let offset = match start_after {
-            Some(s) => Path::from(format!("{strip}{s}")),
-            None => base.clone(),
+        let Some(s3) = &self.signer else {
+            return self
+                .list_keys_after_streamed(prefix, &base, &strip, start_after, limit)
+                .await;
         };
-        let mut listing = self.store.list_with_offset(Some(&base), &offset);
+        // One ListObjectsV2 per page of at most `limit` keys (a catalog page
+        // asks for n + 1, not the 1,000 a plain listing asks for), from
+        // `start-after`. Without a delimiter (Ceph RGW answers slower with
+        // one); nested keys, which the flat index never has, are skipped.
         let mut names = Vec::new();
+        let mut token = None;
         while names.len() < limit {
-            let Some(meta) = listing.next().await else { break };
-            let meta = meta.map_err(|e| errors::map(prefix, e))?;
-            let Some(name) = meta.location.as_ref().strip_prefix(&strip) else {
-                continue;
+            let opts = PaginatedListOptions {
+                // A later page goes on from its token alone.
+                offset: token
+                    .is_none()
+                    .then(|| start_after.map(|s| format!("{strip}{s}")))
+                    .flatten(),
+                max_keys: Some((limit - names.len()).min(1000)),
+                page_token: token.take(),
+                ..Default::default()
             };
-            if !name.contains('/') && start_after.is_none_or(|s| name > s) {
-                names.push(name.to_owned());
+            let page = s3
+                .list_paginated(Some(&strip), opts)
+                .await
+                .map_err(|e| errors::map(prefix, e))?;
+            for meta in page.result.objects {
+                if let Some(name) = meta.location.as_ref().strip_prefix(&strip) {
+                    if !name.contains('/') && start_after.is_none_or(|s| name > s) && names.len() < limit {
+                        names.push(name.to_owned());
+                    }
+                }
+            }
+            match page.page_token {
+                Some(t) => token = Some(t),
+                None => break,
             }
         }
         Ok(names)
