@@ -18,9 +18,13 @@ use crate::{Registry, Result};
 use berth_spec::RepoName;
 use berth_storage::layout;
 use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::time::SystemTime;
+
+/// Index entries written or checked side by side by a reconciliation.
+const INDEX_WRITES_IN_FLIGHT: usize = 16;
 
 /// What a reconciliation changed.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -118,36 +122,53 @@ impl Registry {
         let entries = self.backend.list_keys_after(&root, None, usize::MAX).await?;
         let indexed: HashSet<&str> = entries.iter().map(String::as_str).collect();
         let wanted: HashSet<String> = walked.iter().map(|n| layout::catalog_entry(n.as_str())).collect();
-        for entry in &wanted {
-            if !indexed.contains(entry.as_str()) {
-                self.backend.put(&format!("{root}/{entry}"), Bytes::new()).await?;
-                repair.added += 1;
-            }
-        }
+        // Side by side: a bucket distribution wrote may need thousands.
+        let missing: Vec<String> = wanted
+            .iter()
+            .filter(|e| !indexed.contains(e.as_str()))
+            .map(|e| format!("{root}/{e}"))
+            .collect();
+        repair.added = missing.len();
+        futures::stream::iter(missing)
+            .map(|key| async move { self.backend.put(&key, Bytes::new()).await })
+            .buffer_unordered(INDEX_WRITES_IN_FLIGHT)
+            .try_collect::<Vec<()>>()
+            .await?;
         if let Some(since) = since {
-            for entry in entries.iter().filter(|e| !wanted.contains(*e)) {
-                let key = format!("{root}/{entry}");
-                let old = match self.backend.head(&key).await {
-                    Ok(meta) => meta.modified.is_some_and(|t| t < since),
-                    Err(e) if e.is_not_found() => false,
-                    Err(e) => return Err(e.into()),
-                };
-                let gone = match layout::parse_catalog_entry(entry) {
-                    Some(name) => old && !self.is_stored_repository(&name).await?,
-                    // Not an entry berth writes: nothing lists it anyway.
-                    None => true,
-                };
-                if gone {
-                    self.backend.delete(&key).await?;
-                    repair.removed += 1;
-                }
-            }
+            let stale: Vec<String> = entries.iter().filter(|e| !wanted.contains(*e)).cloned().collect();
+            let root = &root;
+            let removed = futures::stream::iter(stale)
+                .map(|entry| async move { self.remove_entry_if_gone(root, &entry, since).await })
+                .buffer_unordered(INDEX_WRITES_IN_FLIGHT)
+                .try_collect::<Vec<bool>>()
+                .await?;
+            repair.removed = removed.into_iter().filter(|r| *r).count();
         }
         self.backend
             .put(&layout::catalog_index_complete(), Bytes::new())
             .await?;
         self.catalog_indexed.store(true, Ordering::Relaxed);
         Ok(repair)
+    }
+
+    /// Removes the index entry `entry` if it was written before `since` and
+    /// its repository has no link now; whether it did.
+    async fn remove_entry_if_gone(&self, root: &str, entry: &str, since: SystemTime) -> Result<bool> {
+        let key = format!("{root}/{entry}");
+        let old = match self.backend.head(&key).await {
+            Ok(meta) => meta.modified.is_some_and(|t| t < since),
+            Err(e) if e.is_not_found() => return Ok(false),
+            Err(e) => return Err(e.into()),
+        };
+        let gone = match layout::parse_catalog_entry(entry) {
+            Some(name) => old && !self.is_stored_repository(&name).await?,
+            // Not an entry berth writes: nothing lists it anyway.
+            None => true,
+        };
+        if gone {
+            self.backend.delete(&key).await?;
+        }
+        Ok(gone)
     }
 
     /// Whether `name` is a repository of the layout now (has layer links or

@@ -29,6 +29,7 @@ use crate::gc::Key;
 use crate::{RegistryError, Result};
 use berth_storage::{layout, Backend, StorageError};
 use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -239,19 +240,29 @@ impl Ledger {
             .checked_sub(self.timing.keep_entries)
             .unwrap_or(SystemTime::UNIX_EPOCH);
         let dir = layout::quota_log_dir(id);
-        let mut removed = 0;
-        for name in self.backend.list(&dir).await? {
-            let key = format!("{dir}/{name}");
-            match self.backend.head(&key).await {
-                Ok(meta) if meta.modified.is_some_and(|t| t < cutoff) => {
-                    self.backend.delete(&key).await?;
-                    removed += 1;
+        // Side by side: a day of pushes may have left thousands.
+        let names = self.backend.list(&dir).await?;
+        let removed = futures::stream::iter(names)
+            .map(|name| {
+                let key = format!("{dir}/{name}");
+                async move {
+                    match self.backend.head(&key).await {
+                        Ok(meta) if meta.modified.is_some_and(|t| t < cutoff) => {
+                            self.backend.delete(&key).await?;
+                            Ok(true)
+                        }
+                        Ok(_) => Ok(false),
+                        Err(e) if e.is_not_found() => Ok(false),
+                        Err(e) => Err(RegistryError::from(e)),
+                    }
                 }
-                Ok(_) => {}
-                Err(e) if e.is_not_found() => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
+            })
+            .buffer_unordered(16)
+            .try_collect::<Vec<bool>>()
+            .await?
+            .into_iter()
+            .filter(|r| *r)
+            .count();
         let generation = uuid::Uuid::new_v4().simple().to_string();
         self.backend
             .put(&layout::quota_generation(id), Bytes::from(generation))
