@@ -111,6 +111,37 @@ fn empty_stream() -> ByteStream {
     futures::stream::empty().boxed()
 }
 
+/// Blobs up to this size pushed whole onto an object store are written to
+/// their key directly (see `Registry::commit_small_blob`); the S3 backend
+/// holds as much in memory for a staged write anyway.
+const SMALL_DIRECT: usize = 1 << 20;
+
+/// A request body read up to a size.
+enum Small {
+    /// All of it, no larger than the limit.
+    Whole(Bytes),
+    /// Larger: what was read, then the rest, as one stream again.
+    Larger(ByteStream),
+}
+
+async fn read_small(mut body: ByteStream, limit: usize) -> Result<Small> {
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut total = 0;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(RegistryError::Body)?;
+        total += chunk.len();
+        chunks.push(chunk);
+        if total > limit {
+            let read = futures::stream::iter(chunks.into_iter().map(Ok));
+            return Ok(Small::Larger(read.chain(body).boxed()));
+        }
+    }
+    Ok(Small::Whole(match chunks.len() {
+        1 => chunks.pop().expect("one"),
+        _ => Bytes::from(chunks.concat()),
+    }))
+}
+
 impl Registry {
     pub async fn start_upload(&self, name: &RepoName) -> Result<UploadStatus> {
         self.ensure_writable(name)?;
@@ -420,6 +451,14 @@ impl Registry {
         }
         // From the link to the stored bytes, the garbage collector keeps its hands off.
         let _pin = self.gate.pin(digest).await;
+        let body = if self.shared_gate.is_some() {
+            match read_small(body, SMALL_DIRECT).await? {
+                Small::Whole(bytes) => return self.commit_small_blob(name, digest, bytes, link).await,
+                Small::Larger(body) => body,
+            }
+        } else {
+            body
+        };
         let id = uuid::Uuid::new_v4().to_string();
         let staged = layout::upload_data(name, &id);
         // Registered so that a purge running meanwhile leaves this (start-time-less) upload alone.
@@ -444,6 +483,48 @@ impl Registry {
         self.uploads.remove(&key);
         let size = result?;
         cleanup?;
+        Ok(size)
+    }
+
+    /// Stores a small blob received whole, on storage other processes write
+    /// (an object store): checked in memory and written to its key directly,
+    /// where staging it would cost a PUT, a copy and a delete more, round
+    /// trips a small push is mostly made of. The same steps as
+    /// `commit_blob` otherwise: the pin in the store before the existing
+    /// bytes are trusted, the link written last, under it.
+    async fn commit_small_blob(&self, name: &RepoName, expected: &Digest, bytes: Bytes, link: bool) -> Result<u64> {
+        let mut hasher = expected.algorithm().digester();
+        hasher.update(&bytes);
+        let actual = hasher.finish();
+        if &actual != expected {
+            return Err(RegistryError::DigestMismatch {
+                expected: expected.clone(),
+                actual,
+            });
+        }
+        let size = bytes.len() as u64;
+        let pins = self.pin_in_store(&[expected]).await?;
+        let blob = layout::blob_data(expected);
+        match self.backend.head(&blob).await {
+            Ok(meta) if meta.size == size => {}
+            Ok(meta) => {
+                tracing::warn!(%expected, stored = meta.size, size, "replacing a stored blob of the wrong size");
+                self.backend.put(&blob, bytes).await?;
+            }
+            Err(e) if e.is_not_found() => self.backend.put(&blob, bytes).await?,
+            Err(e) => return Err(e.into()),
+        }
+        if let Some(pins) = pins {
+            pins.confirm()?;
+        }
+        if link {
+            self.backend
+                .put(
+                    &layout::layer_link(name, expected),
+                    Bytes::from(layout::link_content(expected)),
+                )
+                .await?;
+        }
         Ok(size)
     }
 
@@ -661,6 +742,67 @@ mod tests {
             a.upload_status(&name, &st.id).await,
             Err(RegistryError::UploadUnknown(_))
         ));
+    }
+
+    /// A body is read whole up to the limit, and a larger one comes back as
+    /// one stream with not a byte lost or moved.
+    #[tokio::test]
+    async fn small_bodies_are_read_whole_and_larger_ones_stream_on() {
+        let data = big_blob(3 * 65_537 + 11, 7);
+        match read_small(big_stream(&data), data.len()).await.unwrap() {
+            Small::Whole(b) => assert_eq!(&b[..], &data[..]),
+            Small::Larger(_) => panic!("exactly the limit is small"),
+        }
+        match read_small(big_stream(&data), 100_000).await.unwrap() {
+            Small::Larger(rest) => {
+                let back: Vec<u8> = rest.map(|c| c.unwrap().to_vec()).concat().await;
+                assert_eq!(back, data);
+            }
+            Small::Whole(_) => panic!("over the limit"),
+        }
+        match read_small(futures::stream::empty().boxed(), 10).await.unwrap() {
+            Small::Whole(b) => assert!(b.is_empty()),
+            Small::Larger(_) => panic!("empty"),
+        }
+    }
+
+    /// On shared storage a small blob pushed whole is written to its key
+    /// directly (no staged upload, none left behind), verified first; a
+    /// large one still goes through the staged write.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn small_whole_blobs_on_shared_storage_skip_the_staged_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = Arc::new(FsBackend::new(dir.path()));
+        let reg = Registry::new(
+            backend,
+            RegistryConfig {
+                exclusive_storage: false,
+                ..RegistryConfig::default()
+            },
+        );
+        let name: RepoName = "shared/small".parse().unwrap();
+        let small = b"a small layer".to_vec();
+        let wrong = Digest::sha256_of(b"other bytes");
+        assert!(matches!(
+            reg.put_blob(&name, &wrong, big_stream(&small)).await,
+            Err(RegistryError::DigestMismatch { .. })
+        ));
+        assert!(reg
+            .backend
+            .head(&layout::blob_data(&wrong))
+            .await
+            .unwrap_err()
+            .is_not_found());
+        let digest = Digest::sha256_of(&small);
+        reg.put_blob(&name, &digest, big_stream(&small)).await.unwrap();
+        let large = big_blob(SMALL_DIRECT + 70_000, 3);
+        let large_digest = Digest::sha256_of(&large);
+        reg.put_blob(&name, &large_digest, big_stream(&large)).await.unwrap();
+        for (d, bytes) in [(&digest, &small), (&large_digest, &large)] {
+            assert_eq!(&reg.backend.get(&layout::blob_data(d)).await.unwrap()[..], &bytes[..]);
+            assert!(reg.backend.head(&layout::layer_link(&name, d)).await.is_ok(), "linked");
+        }
+        assert!(reg.backend.list(&layout::uploads_dir(&name)).await.unwrap().is_empty());
     }
 
     /// Bytes of a few MiB in pieces of odd sizes, as a request body.
