@@ -7,7 +7,9 @@
 # replica to three on one prefix (manifest GETs by tag, one client per
 # replica). Everything it starts it stops again, by PID.
 #
-#   bench/s3.sh [--rounds N] [--quick] [--replicas-only] [--catalog-only [--repos N]]
+#   bench/s3.sh [--rounds N] [--quick] [--only REGEX] [--replicas-only] [--catalog-only [--repos N]]
+#
+# --only REGEX: only the workloads whose name matches (then no replicas part).
 #
 # --catalog-only: instead, N repositories (default 10,000) pushed into berth
 # (one blob, then cross-repository mounts), distribution started on the same
@@ -23,7 +25,7 @@ cd "$(dirname "$0")/.."
 . bench/lib.sh
 export PATH="$HOME/.cargo/bin:/usr/sbin:/sbin:$PATH"
 
-rounds=3 quick=0 replicas_only=0 catalog_only=0 repos=10000
+rounds=3 quick=0 replicas_only=0 catalog_only=0 repos=10000 only=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --rounds) rounds="$2"; shift 2 ;;
@@ -31,7 +33,8 @@ while [ $# -gt 0 ]; do
     --replicas-only) replicas_only=1; shift ;;
     --catalog-only) catalog_only=1; shift ;;
     --repos) repos="$2"; shift 2 ;;
-    *) echo "usage: $0 [--rounds N] [--quick] [--replicas-only] [--catalog-only [--repos N]]" >&2; exit 2 ;;
+    --only) only="$2"; shift 2 ;;
+    *) echo "usage: $0 [--rounds N] [--quick] [--only REGEX] [--replicas-only] [--catalog-only [--repos N]]" >&2; exit 2 ;;
   esac
 done
 log() { printf '== %s\n' "$*" >&2; }
@@ -176,6 +179,7 @@ start_distribution distribution "$run_id-distribution"
 results="$work/results.jsonl"
 for w in "${workloads[@]}"; do
   name="${w%%|*}"
+  [ -z "$only" ] || [[ "$name" =~ $only ]] || continue
   # shellcheck disable=SC2206
   args=(${w#*|})
   case "${args[*]}" in *pull-*|*-tag*)
@@ -216,6 +220,7 @@ fi
 
 # Replicas: 1, then 3 berths on one prefix, one client per replica, manifest
 # GETs by tag; throughput summed.
+[ -z "$only" ] || exit 0
 log "replicas"
 prefix="$run_id-replicas"
 for i in 1 2 3; do start_berth "replica$i" "$prefix"; done

@@ -338,9 +338,25 @@ impl Registry {
         self.recover(name, id, &mut s).await?;
         // From the link to the stored bytes, the garbage collector keeps its hands off.
         let _pin = self.gate.pin(digest).await;
+        let mut body = body.unwrap_or_else(empty_stream);
+        // A whole small blob in this one request, on an object store: written
+        // to its key directly (see `commit_small_blob`); the session's empty
+        // object goes meanwhile.
+        if self.shared_gate.is_some() && s.offset == 0 && start.unwrap_or(0) == 0 {
+            match read_small(body, SMALL_DIRECT).await? {
+                Small::Whole(bytes) => {
+                    let (committed, closed) = tokio::join!(
+                        self.commit_small_blob(name, digest, bytes, true),
+                        self.close_session(name, id, &mut s, false)
+                    );
+                    committed?;
+                    return closed;
+                }
+                Small::Larger(rest) => body = rest,
+            }
+        }
         // Always append, even nothing: it creates the data of an empty blob.
-        self.append_locked(name, id, &mut s, start, body.unwrap_or_else(empty_stream), Some(digest))
-            .await?;
+        self.append_locked(name, id, &mut s, start, body, Some(digest)).await?;
         let hasher = s.hasher.take().expect("set by a successful append");
         let data = layout::upload_data(name, id);
         let result = match self.commit_blob(name, &data, s.offset, digest, hasher, true).await {
@@ -766,9 +782,10 @@ mod tests {
         }
     }
 
-    /// On shared storage a small blob pushed whole is written to its key
-    /// directly (no staged upload, none left behind), verified first; a
-    /// large one still goes through the staged write.
+    /// On shared storage a small blob pushed whole (in one request, or as
+    /// the one PUT of a session) is written to its key directly (no staged
+    /// upload, none left behind), verified first; a large one still goes
+    /// through the staged write.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn small_whole_blobs_on_shared_storage_skip_the_staged_write() {
         let dir = tempfile::tempdir().unwrap();
@@ -801,6 +818,34 @@ mod tests {
         for (d, bytes) in [(&digest, &small), (&large_digest, &large)] {
             assert_eq!(&reg.backend.get(&layout::blob_data(d)).await.unwrap()[..], &bytes[..]);
             assert!(reg.backend.head(&layout::layer_link(&name, d)).await.is_ok(), "linked");
+        }
+        // POST, then the whole blob with the PUT: the session is closed.
+        let in_session = b"a small layer in a session".to_vec();
+        let session_digest = Digest::sha256_of(&in_session);
+        let up = reg.start_upload(&name).await.unwrap();
+        let wrong_up = reg.start_upload(&name).await.unwrap();
+        assert!(matches!(
+            reg.finish_upload(&name, &wrong_up.id, &wrong, None, Some(big_stream(&in_session)))
+                .await,
+            Err(RegistryError::DigestMismatch { .. })
+        ));
+        reg.finish_upload(&name, &up.id, &session_digest, None, Some(big_stream(&in_session)))
+            .await
+            .unwrap();
+        assert_eq!(
+            &reg.backend.get(&layout::blob_data(&session_digest)).await.unwrap()[..],
+            &in_session[..]
+        );
+        assert!(reg
+            .backend
+            .head(&layout::layer_link(&name, &session_digest))
+            .await
+            .is_ok());
+        for id in [&up.id, &wrong_up.id] {
+            assert!(matches!(
+                reg.upload_status(&name, id).await,
+                Err(RegistryError::UploadUnknown(_))
+            ));
         }
         assert!(reg.backend.list(&layout::uploads_dir(&name)).await.unwrap().is_empty());
     }
