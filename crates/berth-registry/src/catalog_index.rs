@@ -34,15 +34,10 @@ pub struct IndexRepair {
 }
 
 impl Registry {
-    /// Whether the index was marked complete (by any process).
-    pub async fn catalog_index_complete(&self) -> Result<bool> {
-        self.catalog_index_usable().await
-    }
-
     /// Whether catalog pages come from the index: shared storage, and the
     /// index is complete (remembered once seen, since nothing removes the
     /// marker).
-    pub(crate) async fn catalog_index_usable(&self) -> Result<bool> {
+    pub async fn catalog_index_usable(&self) -> Result<bool> {
         if self.config.exclusive_storage {
             return Ok(false);
         }

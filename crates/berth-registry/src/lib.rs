@@ -17,6 +17,7 @@ pub mod gc;
 pub mod inventory;
 mod manifests;
 pub mod proxy;
+mod resolved;
 pub mod rules;
 pub mod source;
 pub mod sources;
@@ -68,6 +69,11 @@ pub struct RegistryConfig {
     /// this long, instead of streaming the bytes (`--redirect`; only where
     /// the backend signs URLs: S3). HEAD is answered here all the same.
     pub blob_redirect: Option<Duration>,
+    /// On storage others write: how long a manifest GET or HEAD may be
+    /// answered from what its reference resolved to on this replica (see
+    /// [`resolved`]); zero reads the store every time. Writes through this
+    /// replica are seen at once, other replicas' within this bound.
+    pub reference_cache_ttl: Duration,
 }
 
 impl Default for RegistryConfig {
@@ -83,6 +89,7 @@ impl Default for RegistryConfig {
             exclusive_storage: true,
             gc_shared: SharedTiming::default(),
             blob_redirect: None,
+            reference_cache_ttl: Duration::from_secs(1),
         }
     }
 }
@@ -94,6 +101,8 @@ pub struct Registry {
     mirrors: Vec<Arc<proxy::Mirror>>,
     uploads: uploads::UploadTable,
     manifest_cache: manifests::ManifestCache,
+    /// On storage others write, what manifest references resolved to lately.
+    resolved: Option<Arc<resolved::ResolvedCache>>,
     config: RegistryConfig,
     /// Where pushes and the garbage collector agree on what may be deleted.
     gate: gc::gate::ReferenceGate,
@@ -126,6 +135,13 @@ impl Registry {
         } else {
             Arc::new(berth_storage::CatalogIndexed::new(backend))
         };
+        // Outermost, so that every write of the registry passes it.
+        let resolved = (!config.exclusive_storage && !config.reference_cache_ttl.is_zero())
+            .then(|| Arc::new(resolved::ResolvedCache::new(config.reference_cache_ttl)));
+        let backend: Arc<dyn Backend> = match &resolved {
+            Some(cache) => Arc::new(resolved::Invalidating::new(backend, cache.clone())),
+            None => backend,
+        };
         let shared_gate =
             (!config.exclusive_storage).then(|| gc::shared::SharedGate::new(backend.clone(), config.gc_shared));
         let quotas = rules::quota::QuotaCounters::new(
@@ -138,6 +154,7 @@ impl Registry {
             mirrors: Vec::new(),
             uploads: uploads::UploadTable::default(),
             manifest_cache: manifests::ManifestCache::default(),
+            resolved,
             gate: gc::gate::ReferenceGate::default(),
             shared_gate,
             gc_running: tokio::sync::Mutex::new(()),

@@ -154,14 +154,36 @@ impl Registry {
             return self.proxied_manifest(&p, reference).await;
         }
         let unknown = || RegistryError::ManifestUnknown(reference.to_string());
+        let digest = self.resolve_reference(name, reference).await?.ok_or_else(unknown)?;
+        self.read_manifest_blob(&digest).await?.ok_or_else(unknown)
+    }
+
+    /// The digest of the manifest `reference` names in the repository, if it
+    /// is there: from what this replica read lately where others write the
+    /// store too (see [`crate::resolved`]), else from the store.
+    async fn resolve_reference(&self, name: &RepoName, reference: &Reference) -> Result<Option<Digest>> {
+        let reference_key = reference.to_string();
+        let remembered = self.resolved.as_ref().map(|cache| {
+            let hit = cache.get(name.as_str(), &reference_key);
+            (cache, hit, cache.generation(name.as_str()), std::time::Instant::now())
+        });
+        if let Some((_, Some(digest), ..)) = remembered {
+            return Ok(Some(digest));
+        }
         let digest = match reference {
-            Reference::Tag(tag) => self.resolve_tag(name, tag).await?.ok_or_else(unknown)?,
+            Reference::Tag(tag) => match self.resolve_tag(name, tag).await? {
+                Some(d) => d,
+                None => return Ok(None),
+            },
             Reference::Digest(d) => d.clone(),
         };
         if !self.exists(&layout::manifest_revision_link(name, &digest)).await? {
-            return Err(unknown());
+            return Ok(None);
         }
-        self.read_manifest_blob(&digest).await?.ok_or_else(unknown)
+        if let Some((cache, _, generation, read_at)) = remembered {
+            cache.insert(name.as_str(), &reference_key, digest.clone(), generation, read_at);
+        }
+        Ok(Some(digest))
     }
 
     pub async fn put_manifest(

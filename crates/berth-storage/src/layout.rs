@@ -292,6 +292,45 @@ pub fn repository_of_link(key: &str) -> Option<&str> {
     (internal.starts_with("_layers/") || internal.starts_with("_manifests/")).then(|| &rest[..end])
 }
 
+/// What of the repositories a write or delete of `key` (or of everything
+/// under `key`, for a prefix) can change, as far as resolving a manifest
+/// reference goes: a per-replica cache of resolutions forgets exactly this
+/// (berth-registry's `resolved`).
+#[derive(Debug, PartialEq, Eq)]
+pub enum RepositoryScope<'a> {
+    /// The tags or revisions of the repository `name` (`<name>/_manifests/...`).
+    Manifests(&'a str),
+    /// Nothing a reference resolves through: blobs, layer links, uploads,
+    /// berth's own keys.
+    Unrelated,
+    /// Possibly any repository's manifests: a prefix above a repository's
+    /// `_manifests` (a repository, a namespace, the root).
+    Any,
+}
+
+pub fn repository_scope(key: &str) -> RepositoryScope<'_> {
+    let Some(rest) = key.strip_prefix(ROOT) else {
+        return if ROOT.starts_with(key) {
+            RepositoryScope::Any
+        } else {
+            RepositoryScope::Unrelated
+        };
+    };
+    let Some(repos) = rest.strip_prefix("/repositories/") else {
+        return if "/repositories".starts_with(rest) {
+            RepositoryScope::Any
+        } else {
+            RepositoryScope::Unrelated
+        };
+    };
+    // A name's components never start with `_`: the first `/_` ends it.
+    match repos.find("/_") {
+        Some(end) if repos[end + 1..].starts_with("_manifests") => RepositoryScope::Manifests(&repos[..end]),
+        Some(_) => RepositoryScope::Unrelated,
+        None => RepositoryScope::Any,
+    }
+}
+
 /// The lock of one quota where several processes write the store (see
 /// berth-registry's `rules::ledger`); `id` names the quota.
 pub fn quota_lock(id: &str) -> String {
@@ -375,6 +414,33 @@ mod tests {
         );
         assert_eq!(repository_of_link(&format!("{repos}/app/_uploads/u1/data")), None);
         assert_eq!(repository_of_link("berth/v1/gc/lease"), None);
+        use RepositoryScope::*;
+        let tag = tag_current_link(&"team/app".parse().unwrap(), &"v1".parse().unwrap());
+        assert_eq!(repository_scope(&tag), Manifests("team/app"));
+        assert_eq!(
+            repository_scope(&format!("{repos}/app/_manifests/tags/v1")),
+            Manifests("app")
+        );
+        assert_eq!(repository_scope(&format!("{repos}/app/_manifests")), Manifests("app"));
+        assert_eq!(
+            repository_scope(&format!("{repos}/app/_layers/sha256/{h}/link")),
+            Unrelated
+        );
+        assert_eq!(repository_scope(&format!("{repos}/app/_uploads/u1")), Unrelated);
+        assert_eq!(repository_scope(&format!("{repos}/team/app")), Any);
+        assert_eq!(repository_scope(&format!("{repos}/team")), Any);
+        assert_eq!(repository_scope(&repos), Any);
+        assert_eq!(repository_scope(ROOT), Any);
+        assert_eq!(repository_scope("docker"), Any);
+        assert_eq!(
+            repository_scope(&blob_data(
+                &"sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+                    .parse()
+                    .unwrap()
+            )),
+            Unrelated
+        );
+        assert_eq!(repository_scope("berth/v1/gc/lease"), Unrelated);
         assert_eq!(quota_log_dir("q1"), "berth/v1/quota/q1/log");
         assert_eq!(quota_generation("q1"), "berth/v1/quota/q1/generation");
         assert_eq!(

@@ -164,6 +164,7 @@ pub async fn start(listener: TcpListener, args: &ServeArgs) -> anyhow::Result<Se
         }),
         exclusive_storage: storage.is_exclusive(),
         blob_redirect: args.redirect.then_some(args.redirect_expiry),
+        reference_cache_ttl: args.reference_cache_ttl,
     };
     let mut registry = Registry::new(backend.clone(), config);
     if let Some(m) = &metrics {
@@ -492,7 +493,7 @@ fn spawn_upload_purge(
 /// distribution): until then catalog pages walk the layout.
 fn spawn_catalog_index(registry: Arc<Registry>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        match registry.catalog_index_complete().await {
+        match registry.catalog_index_usable().await {
             Ok(true) => return,
             Ok(false) => {}
             Err(e) => {

@@ -209,6 +209,15 @@ pub struct ServeArgs {
     #[arg(long, env = "BERTH_REDIRECT_EXPIRY", value_name = "DURATION", default_value = "15m", value_parser = parse_duration)]
     pub redirect_expiry: Duration,
 
+    /// On S3, where replicas share the bucket: how long a replica answers a
+    /// manifest GET or HEAD from what the tag or digest resolved to when it
+    /// last read the bucket, instead of reading it again (two round trips).
+    /// A tag moved or a manifest deleted through another replica is seen here
+    /// at most this much later; through this replica, at once. `0` reads the
+    /// bucket for every request.
+    #[arg(long, env = "BERTH_REFERENCE_CACHE_TTL", value_name = "DURATION", default_value = "1s", value_parser = parse_span)]
+    pub reference_cache_ttl: Duration,
+
     /// Format of log lines (one line per request, plus events).
     #[arg(long, env = "BERTH_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

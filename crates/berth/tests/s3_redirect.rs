@@ -1,7 +1,7 @@
 //! `berth serve --redirect` on S3 (a real Ceph RGW): blob GETs answer 307 to
 //! a presigned URL of the bucket, so the bytes go from the store to the
 //! client; HEAD is answered by berth; ranges work through the redirect; and
-//! the filesystem refuses the option.
+//! dockerd pulls through the redirects; the filesystem refuses the option.
 //!
 //! Ceph is named by `BERTH_TEST_S3_CEPH_*`; without them a test says so and
 //! passes, except in CI (`CI=true`), where it fails (see `S3Engine::ceph`).
@@ -9,6 +9,7 @@
 mod support;
 
 use support::compat::noise;
+use support::docker::{docker, inspect, load, remove, run, transfer, Cleanup};
 use support::images::{layout_blob, layout_ref, unique, Entry, Image, Layer, OciLayout, Platform};
 use support::s3::S3Prefix;
 use support::tools::{skopeo_copy, skopeo_raw};
@@ -30,14 +31,33 @@ fn blob_gets(berth: &BerthProcess) -> Vec<(String, u64, u64)> {
         .collect()
 }
 
+/// `berth serve --redirect` on the prefix.
+fn redirecting(prefix: &S3Prefix, data: &std::path::Path) -> BerthProcess {
+    let mut args = vec!["--no-self-image".to_string(), "--redirect".into()];
+    args.extend(prefix.engine.serve_args(&prefix.storage));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    BerthProcess::spawn_with(data, &args, |cmd| prefix.engine.configure(cmd))
+}
+
+/// Every blob GET berth answered was a 307 without a body (the bytes did
+/// not pass through berth), and each of `digests` was asked for.
+fn all_redirected(berth: &BerthProcess, repo: &str, digests: &[&str]) {
+    let gets = blob_gets(berth);
+    for digest in digests {
+        let path = format!("/v2/{repo}/blobs/{digest}");
+        assert!(gets.iter().any(|(p, _, _)| *p == path), "no GET of {path}: {gets:?}");
+    }
+    assert!(
+        gets.iter().all(|(_, status, bytes)| *status == 307 && *bytes == 0),
+        "{gets:?}"
+    );
+}
+
 #[test]
 fn blob_bytes_go_from_the_store_to_skopeo() {
     let Some(prefix) = S3Prefix::ceph() else { return };
     let data = tempfile::tempdir().unwrap();
-    let mut args = vec!["--no-self-image".to_string(), "--redirect".into()];
-    args.extend(prefix.engine.serve_args(&prefix.storage));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let berth = BerthProcess::spawn_with(data.path(), &args, |cmd| prefix.engine.configure(cmd));
+    let berth = redirecting(&prefix, data.path());
     let host = berth.addr.to_string();
 
     // Two layers, one of 6 MiB, pushed through berth (pushes are not redirected).
@@ -76,17 +96,8 @@ fn blob_bytes_go_from_the_store_to_skopeo() {
         image.manifest.bytes
     );
 
-    // Every blob GET berth answered was a 307 without a body: the bytes
-    // did not pass through berth.
-    let gets = blob_gets(&berth);
-    for blob in image.blobs() {
-        let path = format!("/v2/s3/redirect/blobs/{}", blob.digest);
-        assert!(gets.iter().any(|(p, _, _)| *p == path), "no GET of {path}: {gets:?}");
-    }
-    assert!(
-        gets.iter().all(|(_, status, bytes)| *status == 307 && *bytes == 0),
-        "{gets:?}"
-    );
+    let digests: Vec<&str> = image.blobs().iter().map(|b| b.digest.as_str()).collect();
+    all_redirected(&berth, "s3/redirect", &digests);
 
     let layer = &image.layers[1].blob;
     let url = format!("{}/v2/s3/redirect/blobs/{}", berth.url, layer.digest);
@@ -134,6 +145,48 @@ fn blob_bytes_go_from_the_store_to_skopeo() {
         let r = plain.get(&missing).send().await.unwrap();
         assert_eq!(r.status(), 404);
     });
+}
+
+/// dockerd pulls from berth with `--redirect`: it follows every 307 of the
+/// config and layer GETs to Ceph, gets them whole (the image runs), and no
+/// blob byte passes through berth.
+#[test]
+fn docker_pulls_layers_from_the_store_through_redirects() {
+    let Some(prefix) = S3Prefix::ceph() else { return };
+    let data = tempfile::tempdir().unwrap();
+    let berth = redirecting(&prefix, data.path());
+    let mut cleanup = Cleanup::default();
+    let marker = unique("s3-redirect-docker");
+    let image = Image::runnable(&marker);
+    let local = format!("redirect-local/{marker}:src");
+    load(&image, &local, &mut cleanup);
+    let remote = format!("{}/s3/redirect-docker:v1", berth.addr);
+    cleanup.add(&remote);
+    docker(["tag", local.as_str(), remote.as_str()]).ok();
+    let push = transfer("push", &remote);
+    assert!(push.stdout.contains("Pushed"), "{}", push.describe());
+    assert!(blob_gets(&berth).is_empty(), "the push fetched blobs");
+
+    remove(&local);
+    remove(&remote);
+    let pull = transfer("pull", &remote);
+    assert!(pull.stdout.contains("Pull complete"), "{}", pull.describe());
+    assert_eq!(inspect(&remote)["Id"], image.config.digest);
+    assert_eq!(run(&remote).trim(), marker);
+    // docker pushed layers of its own compression: the digests are the
+    // manifest's.
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&skopeo_raw(&format!("{}/s3/redirect-docker:v1", berth.addr))).unwrap();
+    let mut digests = vec![manifest["config"]["digest"].as_str().unwrap()];
+    digests.extend(
+        manifest["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["digest"].as_str().unwrap()),
+    );
+    assert_eq!(digests[0], image.config.digest);
+    all_redirected(&berth, "s3/redirect-docker", &digests);
 }
 
 /// A data directory has no URL to redirect to: `--redirect` there is a

@@ -13,7 +13,7 @@ mod support;
 use berth_storage::{layout, Backend};
 use conformance_common::*;
 use reqwest::{Method, StatusCode};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use support::s3::S3Engine;
 use support::{berth_cli, BerthProcess, TestServer};
 
@@ -240,7 +240,12 @@ fn docker_push_pull_several_layers() {
 
 /// A `berth serve` process (the real executable) on `storage`.
 fn replica(engine: &S3Engine, storage: &str, data: &std::path::Path) -> BerthProcess {
+    replica_with(engine, storage, data, &[])
+}
+
+fn replica_with(engine: &S3Engine, storage: &str, data: &std::path::Path, args: &[&str]) -> BerthProcess {
     let mut extra = vec!["--no-self-image".to_string()];
+    extra.extend(args.iter().map(|a| a.to_string()));
     extra.extend(engine.serve_args(storage));
     let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
     BerthProcess::spawn_with(data, &extra, |cmd| engine.configure(cmd))
@@ -248,15 +253,19 @@ fn replica(engine: &S3Engine, storage: &str, data: &std::path::Path) -> BerthPro
 
 /// Two berth processes on one bucket and prefix: an upload begun on one is
 /// continued on the other, then on the first again, finished on the second
-/// and pulled from both; a tag PUT on either is read
-/// on the other at once, and so is its move and its delete.
+/// and pulled from both; a tag PUT on either is read on the other at once.
+/// A tag's move and its delete are seen at once by the replica that made
+/// them and by one that reads the bucket every time (`--reference-cache-ttl
+/// 0`), and within its `--reference-cache-ttl` by one that read the tag
+/// before.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_share_uploads_and_tags() {
     let Some(engine) = S3Engine::ceph() else { return };
     let storage = engine.unique_storage();
     let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let a = replica(&engine, &storage, dirs.0.path());
-    let b = replica(&engine, &storage, dirs.1.path());
+    const TTL: Duration = Duration::from_secs(2);
+    let a = replica_with(&engine, &storage, dirs.0.path(), &["--reference-cache-ttl", "2s"]);
+    let b = replica_with(&engine, &storage, dirs.1.path(), &["--reference-cache-ttl", "0"]);
     let (ca, cb) = (Client::new(&a.url), Client::new(&b.url));
     let repo = "s3/replicas";
 
@@ -311,23 +320,40 @@ async fn two_processes_share_uploads_and_tags() {
         }
     }
 
-    // A tag moved on B is read on A at once, and a tag deleted on A is gone on B.
+    // A tag moved on B: B reads it at once; A, which read the tag lately,
+    // serves the old digest at most its TTL after the move's 201 (what it
+    // remembers was read before the move).
+    let tag_path = format!("/v2/{repo}/manifests/shared");
+    let r = ca.head(&tag_path).await;
+    assert_eq!(header(&r, "docker-content-digest"), Some(digest.as_str()));
     let config2 = br#"{"architecture":"amd64","os":"linux","replicas":"moved"}"#.to_vec();
     cb.push_blob(repo, &config2).await;
     let moved = image_manifest(&config2, &[&layer]);
     let r = cb.put_manifest(repo, "shared", OCI_MANIFEST, &moved).await;
     assert_eq!(r.status(), StatusCode::CREATED, "{}", text(r).await);
-    let r = ca.head(&format!("/v2/{repo}/manifests/shared")).await;
+    let moved_at = Instant::now();
+    let r = cb.head(&tag_path).await;
     assert_eq!(header(&r, "docker-content-digest"), Some(sha256(&moved).as_str()));
-    let (status, body) = get_bytes(&ca, &format!("/v2/{repo}/manifests/shared")).await;
+    loop {
+        let r = ca.head(&tag_path).await;
+        let seen = header(&r, "docker-content-digest").unwrap_or_default().to_owned();
+        if seen == sha256(&moved) {
+            break;
+        }
+        assert_eq!(seen, digest, "A serves a digest the tag never named");
+        assert!(
+            moved_at.elapsed() < TTL,
+            "A served the moved tag's old digest past its TTL"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, body) = get_bytes(&ca, &tag_path).await;
     assert_eq!((status, body == moved), (StatusCode::OK, true));
-    assert_eq!(ca.delete(&format!("/v2/{repo}/manifests/shared")).await.status(), 202);
-    assert_error(
-        cb.get(&format!("/v2/{repo}/manifests/shared")).await,
-        404,
-        "MANIFEST_UNKNOWN",
-    )
-    .await;
+    // Deleted on A: gone on A at once, and on B (no cache) at once.
+    assert_eq!(ca.delete(&tag_path).await.status(), 202);
+    for c in [&ca, &cb] {
+        assert_error(c.get(&tag_path).await, 404, "MANIFEST_UNKNOWN").await;
+    }
     // The first manifest is still there by digest, on both.
     for c in [&ca, &cb] {
         let (status, _) = get_bytes(c, &format!("/v2/{repo}/manifests/{digest}")).await;

@@ -36,9 +36,9 @@ use std::sync::Arc;
 pub struct S3Backend {
     store: Arc<dyn ObjectStore>,
     config: Arc<S3Config>,
-    /// Signs presigned GET URLs (`--redirect`); the same client as `store`
-    /// when built by [`S3Backend::connect`].
-    signer: Option<Arc<AmazonS3>>,
+    /// The same client as `store`, for what only its S3 type offers: signed
+    /// URLs (`--redirect`, ListMultipartUploads) and paginated listings.
+    s3: Arc<AmazonS3>,
 }
 
 impl std::fmt::Debug for S3Backend {
@@ -109,35 +109,6 @@ fn is_no_such_bucket(e: &object_store::Error) -> bool {
 }
 
 impl S3Backend {
-    /// [`Backend::list_keys_after`] through `object_store`'s listing, for a
-    /// backend built without its S3 client at hand.
-    async fn list_keys_after_streamed(
-        &self,
-        prefix: &str,
-        base: &Path,
-        strip: &str,
-        start_after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<String>> {
-        let offset = match start_after {
-            Some(s) => Path::from(format!("{strip}{s}")),
-            None => base.clone(),
-        };
-        let mut listing = self.store.list_with_offset(Some(base), &offset);
-        let mut names = Vec::new();
-        while names.len() < limit {
-            let Some(meta) = listing.next().await else { break };
-            let meta = meta.map_err(|e| errors::map(prefix, e))?;
-            let Some(name) = meta.location.as_ref().strip_prefix(strip) else {
-                continue;
-            };
-            if !name.contains('/') && start_after.is_none_or(|s| name > s) {
-                names.push(name.to_owned());
-            }
-        }
-        Ok(names)
-    }
-
     /// Builds the client and checks that the bucket answers (one listing of
     /// the prefix, retried briefly): a missing bucket, a wrong endpoint or
     /// refused credentials fail here, at startup, not on the first push.
@@ -168,20 +139,12 @@ impl S3Backend {
                 })
             }
         }
-        let store = Arc::new(store);
-        let mut backend = S3Backend::with_store(store.clone(), config);
-        backend.signer = Some(store);
-        Ok(backend)
-    }
-
-    /// A backend on an already built store (no check of the bucket), which
-    /// signs no URLs.
-    pub fn with_store(store: Arc<dyn ObjectStore>, config: S3Config) -> S3Backend {
-        S3Backend {
-            store,
+        let s3 = Arc::new(store);
+        Ok(S3Backend {
+            store: s3.clone(),
             config: Arc::new(config),
-            signer: None,
-        }
+            s3,
+        })
     }
 
     pub fn config(&self) -> &S3Config {
@@ -399,11 +362,7 @@ impl Backend for S3Backend {
     async fn list_keys_after(&self, prefix: &str, start_after: Option<&str>, limit: usize) -> Result<Vec<String>> {
         let base = self.path(prefix);
         let strip = format!("{}/", base.as_ref());
-        let Some(s3) = &self.signer else {
-            return self
-                .list_keys_after_streamed(prefix, &base, &strip, start_after, limit)
-                .await;
-        };
+        let s3 = &self.s3;
         // One ListObjectsV2 per page of at most `limit` keys (a catalog page
         // asks for n + 1, not the 1,000 a plain listing asks for), from
         // `start-after`. Without a delimiter (Ceph RGW answers slower with
@@ -449,13 +408,11 @@ impl Backend for S3Backend {
     }
 
     async fn presigned_get(&self, key: &str, expires_in: std::time::Duration) -> Result<Option<String>> {
-        let Some(signer) = &self.signer else {
-            return Ok(None);
-        };
         // SigV4 query signing, computed locally from the credentials (those
         // of the environment are fetched once and cached by the client). The
         // URL carries no secret, only a signature valid for `expires_in`.
-        let url = signer
+        let url = self
+            .s3
             .signed_url(object_store::signer::Method::GET, &self.path(key), expires_in)
             .await
             .map_err(|e| errors::map(key, e))?;

@@ -561,7 +561,7 @@ async fn the_catalog_pages_from_the_index_once_it_is_complete() {
         reg.catalog_page(last, n, |_| true).await.unwrap()
     };
     // Not complete yet: the walk, which sees everything.
-    assert!(!b.catalog_index_complete().await.unwrap());
+    assert!(!b.catalog_index_usable().await.unwrap());
     assert_eq!(
         page(b.clone(), None, None).await.repositories,
         ["a-y", "a/x", "b", "c", "zed"]
@@ -569,7 +569,7 @@ async fn the_catalog_pages_from_the_index_once_it_is_complete() {
 
     let repair = b.reconcile_catalog_index(None, None).await.unwrap();
     assert_eq!(repair.added, 1, "only the repository written behind berth's back");
-    assert!(a.catalog_index_complete().await.unwrap());
+    assert!(a.catalog_index_usable().await.unwrap());
     let first = page(a.clone(), None, Some(2)).await;
     assert_eq!(
         (first.repositories.as_slice(), first.more),
