@@ -71,7 +71,10 @@ impl AppState {
 
 /// The whole API as an axum router.
 pub fn router(state: AppState) -> Router {
-    Router::new().fallback(dispatch).with_state(state)
+    // axum clones the state for every request: one reference count to
+    // touch (shared by the cores) instead of one per field, and the same
+    // whatever is configured.
+    Router::new().fallback(dispatch).with_state(Arc::new(state))
 }
 
 /// A router that answers `/metrics` only, for `--metrics-listen`.
@@ -85,7 +88,7 @@ pub fn metrics_router(metrics: Arc<berth_metrics::Metrics>) -> Router {
     )
 }
 
-async fn dispatch(State(state): State<AppState>, mut req: Request) -> Response {
+async fn dispatch(State(state): State<Arc<AppState>>, mut req: Request) -> Response {
     if let Some(uri) = mirror_ns::rewrite(req.uri(), &state.registry) {
         *req.uri_mut() = uri;
     }
