@@ -162,14 +162,17 @@ impl Registry {
     /// is there: from what this replica read lately where others write the
     /// store too (see [`crate::resolved`]), else from the store.
     async fn resolve_reference(&self, name: &RepoName, reference: &Reference) -> Result<Option<Digest>> {
-        let reference_key = reference.to_string();
-        let remembered = self.resolved.as_ref().map(|cache| {
-            let hit = cache.get(name.as_str(), &reference_key);
-            (cache, hit, cache.generation(name.as_str()), std::time::Instant::now())
-        });
-        if let Some((_, Some(digest), ..)) = remembered {
-            return Ok(Some(digest));
-        }
+        let remembered = match &self.resolved {
+            Some(cache) => {
+                let key = reference.to_string();
+                if let Some(digest) = cache.get(name.as_str(), &key) {
+                    return Ok(Some(digest));
+                }
+                // Before the store is read (see `ResolvedCache::insert`).
+                Some((cache, key, cache.generation(name.as_str()), std::time::Instant::now()))
+            }
+            None => None,
+        };
         let digest = match reference {
             Reference::Tag(tag) => match self.resolve_tag(name, tag).await? {
                 Some(d) => d,
@@ -180,8 +183,8 @@ impl Registry {
         if !self.exists(&layout::manifest_revision_link(name, &digest)).await? {
             return Ok(None);
         }
-        if let Some((cache, _, generation, read_at)) = remembered {
-            cache.insert(name.as_str(), &reference_key, digest.clone(), generation, read_at);
+        if let Some((cache, key, generation, read_at)) = remembered {
+            cache.insert(name.as_str(), &key, digest.clone(), generation, read_at);
         }
         Ok(Some(digest))
     }

@@ -51,7 +51,14 @@ pub(crate) struct ResolvedCache {
     /// Bumped after a write that may touch any repository's manifests.
     everything: AtomicU64,
     slots: Vec<AtomicU64>,
-    entries: Mutex<HashMap<(String, String), Entry>>,
+    /// By repository, then reference (looked up by `&str`, without allocating).
+    entries: Mutex<Entries>,
+}
+
+#[derive(Default)]
+struct Entries {
+    by_repository: HashMap<String, HashMap<String, Entry>>,
+    len: usize,
 }
 
 struct Entry {
@@ -74,7 +81,7 @@ impl ResolvedCache {
             ttl,
             everything: AtomicU64::new(0),
             slots: (0..SLOTS).map(|_| AtomicU64::new(0)).collect(),
-            entries: Mutex::new(HashMap::new()),
+            entries: Mutex::new(Entries::default()),
         }
     }
 
@@ -98,7 +105,7 @@ impl ResolvedCache {
     pub(crate) fn get(&self, repository: &str, reference: &str) -> Option<Digest> {
         let now = self.generation(repository);
         let entries = self.entries.lock().unwrap();
-        let entry = entries.get(&(repository.to_owned(), reference.to_owned()))?;
+        let entry = entries.by_repository.get(repository)?.get(reference)?;
         (entry.generation == now && entry.read_at.elapsed() < self.ttl).then(|| entry.digest.clone())
     }
 
@@ -116,17 +123,22 @@ impl ResolvedCache {
             return;
         }
         let mut entries = self.entries.lock().unwrap();
-        if entries.len() >= MAX_ENTRIES {
-            entries.clear();
+        if entries.len >= MAX_ENTRIES {
+            *entries = Entries::default();
         }
-        entries.insert(
-            (repository.to_owned(), reference.to_owned()),
-            Entry {
-                digest,
-                generation,
-                read_at,
-            },
-        );
+        let entry = Entry {
+            digest,
+            generation,
+            read_at,
+        };
+        let replaced = entries
+            .by_repository
+            .entry(repository.to_owned())
+            .or_default()
+            .insert(reference.to_owned(), entry);
+        if replaced.is_none() {
+            entries.len += 1;
+        }
     }
 
     /// After a write or delete of `key` (or of every key under it) returned,
