@@ -36,8 +36,14 @@ done
 work="$(mktemp -d /tmp/berth-proxy-bench.XXXXXX)"
 pids=()
 cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  # Servers started inside $(start_berth ...) are not in `pids` (that ran in
+  # a subshell), only in their .pid files.
+  local p
+  for p in "${pids[@]}" $(cat "$work"/*.pid 2>/dev/null); do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  for p in $(cat "$work"/*.pid 2>/dev/null); do
+    for _ in $(seq 1 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+  done
   rm -rf "$work"
 }
 trap cleanup EXIT
