@@ -285,11 +285,17 @@ pub fn catalog_index_complete() -> String {
 /// `<root>/<name>/_manifests/...`): writing such a link makes the name a
 /// repository of the catalog.
 pub fn repository_of_link(key: &str) -> Option<&str> {
-    let rest = key.strip_prefix(ROOT)?.strip_prefix("/repositories/")?;
+    let (name, internal) = split_repository_key(key.strip_prefix(ROOT)?.strip_prefix("/repositories/")?)?;
+    (internal.starts_with("_layers/") || internal.starts_with("_manifests/")).then_some(name)
+}
+
+/// A key below `repositories/` as the repository's name and what follows
+/// it (`_layers/...`, `_manifests/...`, `_uploads/...`); `None` for a key
+/// that stops at or above a repository.
+fn split_repository_key(below_repositories: &str) -> Option<(&str, &str)> {
     // A name's components never start with `_`: the first `/_` ends it.
-    let end = rest.find("/_")?;
-    let internal = &rest[end + 1..];
-    (internal.starts_with("_layers/") || internal.starts_with("_manifests/")).then(|| &rest[..end])
+    let end = below_repositories.find("/_")?;
+    Some((&below_repositories[..end], &below_repositories[end + 1..]))
 }
 
 /// What of the repositories a write or delete of `key` (or of everything
@@ -323,9 +329,8 @@ pub fn repository_scope(key: &str) -> RepositoryScope<'_> {
             RepositoryScope::Unrelated
         };
     };
-    // A name's components never start with `_`: the first `/_` ends it.
-    match repos.find("/_") {
-        Some(end) if repos[end + 1..].starts_with("_manifests") => RepositoryScope::Manifests(&repos[..end]),
+    match split_repository_key(repos) {
+        Some((name, internal)) if internal.starts_with("_manifests") => RepositoryScope::Manifests(name),
         Some(_) => RepositoryScope::Unrelated,
         None => RepositoryScope::Any,
     }

@@ -8,7 +8,7 @@
 //! prints the table.
 
 use berth_storage::{S3Backend, S3Config};
-use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
 
 #[derive(Debug, PartialEq, Eq)]
 struct Support {

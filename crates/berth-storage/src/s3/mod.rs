@@ -34,11 +34,11 @@ use std::sync::Arc;
 /// A bucket (and prefix) holding berth's keys.
 #[derive(Clone)]
 pub struct S3Backend {
-    store: Arc<dyn ObjectStore>,
+    /// The S3 client itself (not a `dyn ObjectStore`): besides the object
+    /// operations, berth uses what only its S3 type offers: signed URLs
+    /// (`--redirect`, ListMultipartUploads) and paginated listings.
+    store: Arc<AmazonS3>,
     config: Arc<S3Config>,
-    /// The same client as `store`, for what only its S3 type offers: signed
-    /// URLs (`--redirect`, ListMultipartUploads) and paginated listings.
-    s3: Arc<AmazonS3>,
 }
 
 impl std::fmt::Debug for S3Backend {
@@ -139,11 +139,9 @@ impl S3Backend {
                 })
             }
         }
-        let s3 = Arc::new(store);
         Ok(S3Backend {
-            store: s3.clone(),
+            store: Arc::new(store),
             config: Arc::new(config),
-            s3,
         })
     }
 
@@ -153,7 +151,7 @@ impl S3Backend {
 
     /// The underlying store (for probes of what the engine supports, and
     /// tools that need an operation the `Backend` trait does not have).
-    pub fn object_store(&self) -> &Arc<dyn ObjectStore> {
+    pub fn object_store(&self) -> &Arc<AmazonS3> {
         &self.store
     }
 
@@ -362,7 +360,7 @@ impl Backend for S3Backend {
     async fn list_keys_after(&self, prefix: &str, start_after: Option<&str>, limit: usize) -> Result<Vec<String>> {
         let base = self.path(prefix);
         let strip = format!("{}/", base.as_ref());
-        let s3 = &self.s3;
+        let s3 = &self.store;
         // One ListObjectsV2 per page of at most `limit` keys (a catalog page
         // asks for n + 1, not the 1,000 a plain listing asks for), from
         // `start-after`. Without a delimiter (Ceph RGW answers slower with
@@ -412,7 +410,7 @@ impl Backend for S3Backend {
         // of the environment are fetched once and cached by the client). The
         // URL carries no secret, only a signature valid for `expires_in`.
         let url = self
-            .s3
+            .store
             .signed_url(object_store::signer::Method::GET, &self.path(key), expires_in)
             .await
             .map_err(|e| errors::map(key, e))?;

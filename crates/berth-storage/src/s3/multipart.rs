@@ -127,7 +127,7 @@ impl S3Backend {
     /// `older_than` ago (by the store's clock against this one's: the ages
     /// that matter are hours). Returns how many were aborted.
     pub(crate) async fn abort_multipart_uploads_older_than(&self, older_than: Duration) -> Result<usize> {
-        let s3 = &self.s3;
+        let s3 = &self.store;
         let now = SystemTime::now();
         let mut aborted = 0;
         for upload in self.open_multipart_uploads(s3).await? {

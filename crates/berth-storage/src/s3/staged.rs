@@ -37,8 +37,8 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{
-    Attribute, AttributeValue, Attributes, GetOptions, GetRange, MultipartUpload, ObjectStoreExt, PutOptions,
-    PutPayload,
+    Attribute, AttributeValue, Attributes, GetOptions, GetRange, MultipartUpload, ObjectStore, ObjectStoreExt,
+    PutOptions, PutPayload,
 };
 use serde::{Deserialize, Serialize};
 use std::ops::Range;
