@@ -1,7 +1,7 @@
 //! The pull-through mirror against real upstreams on 127.0.0.1: a second
 //! berth (plain, and with its token service), CNCF distribution 2.8.2 behind
-//! htpasswd, and, for the failure that no real registry produces on demand, a
-//! tiny server that sends a blob's wrong bytes.
+//! htpasswd, and, for what no real registry does on demand, tiny servers: one
+//! that sends a blob's wrong bytes, one that pauses in a blob where told.
 
 mod support;
 
@@ -368,6 +368,120 @@ fn lying_upstream(len: usize) -> (String, Arc<AtomicUsize>) {
         }
     });
     (format!("http://{addr}"), gets)
+}
+
+/// An HTTP/1.1 server with one blob, whose GET stops after each offset in
+/// `pauses` until the matching gate is opened; counts the blob GETs.
+fn pausing_upstream(blob: Vec<u8>, pauses: Vec<usize>) -> (String, Vec<std::sync::mpsc::Sender<()>>, Arc<AtomicUsize>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let gets = Arc::new(AtomicUsize::new(0));
+    let counter = gets.clone();
+    let (gates, waits): (Vec<_>, Vec<_>) = pauses.iter().map(|_| std::sync::mpsc::channel::<()>()).unzip();
+    std::thread::spawn(move || {
+        let mut waits = waits.into_iter();
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).map(|n| n == 1).unwrap_or(false) {
+                head.push(byte[0]);
+            }
+            let head = String::from_utf8_lossy(&head).to_string();
+            if !head.contains("/blobs/sha256:") {
+                let _ = conn.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                continue;
+            }
+            let len = blob.len();
+            let _ = conn
+                .write_all(format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n").as_bytes());
+            if !head.starts_with("GET ") {
+                continue;
+            }
+            counter.fetch_add(1, Ordering::SeqCst);
+            let mut from = 0;
+            for &to in &pauses {
+                let _ = conn.write_all(&blob[from..to]);
+                let _ = conn.flush();
+                let _ = waits.next().map(|w| w.recv());
+                from = to;
+            }
+            let _ = conn.write_all(&blob[from..]);
+        }
+    });
+    (format!("http://{addr}"), gates, gets)
+}
+
+/// Reads a response to its end in the background, counting the bytes as they
+/// come; the task returns the digest of the whole body.
+fn read_counting(r: reqwest::Response) -> (Arc<AtomicUsize>, tokio::task::JoinHandle<String>) {
+    let got = Arc::new(AtomicUsize::new(0));
+    let counter = got.clone();
+    let task = tokio::spawn(async move {
+        let mut r = r;
+        let mut body = Vec::new();
+        while let Some(chunk) = r.chunk().await.unwrap() {
+            body.extend_from_slice(&chunk);
+            counter.store(body.len(), Ordering::SeqCst);
+        }
+        sha256_digest(&body)
+    });
+    (got, task)
+}
+
+async fn wait_for_bytes(got: &AtomicUsize, at_least: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while got.load(Ordering::SeqCst) < at_least {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "stuck at {} bytes",
+            got.load(Ordering::SeqCst)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_joining_a_young_fetch_is_served_live_and_a_late_one_from_the_cache() {
+    // Paused after 1 MiB (inside the replay window of 16 MiB) and after 18 MiB
+    // (past it).
+    let blob = noise(20 << 20, 5);
+    let digest = sha256_digest(&blob);
+    let (upstream, gates, gets) = pausing_upstream(blob, vec![1 << 20, 18 << 20]);
+    let (_mdir, mirror) = berth_process(&["--upstream", &format!("up={upstream}")]);
+    let url = format!("{}/v2/up/app/blobs/{digest}", mirror.url);
+    let client = reqwest::Client::new();
+
+    let first = client.get(&url).send().await.unwrap();
+    assert_eq!(first.status(), 200);
+    let (first_got, first_done) = read_counting(first);
+    wait_for_bytes(&first_got, 512 << 10).await;
+    // The upstream is paused: a request that joins now is answered from what
+    // was sent so far, without waiting for the fetch to end.
+    let joined = tokio::time::timeout(Duration::from_secs(20), client.get(&url).send())
+        .await
+        .expect("a request joining the fetch in its first MiB waited for its end")
+        .unwrap();
+    assert_eq!(joined.status(), 200);
+    let (joined_got, joined_done) = read_counting(joined);
+    wait_for_bytes(&joined_got, 512 << 10).await;
+
+    gates[0].send(()).unwrap();
+    wait_for_bytes(&first_got, 17 << 20).await;
+    // Past the window: a new request waits for the end and reads the cache.
+    let late = tokio::spawn(client.get(&url).send());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        !late.is_finished(),
+        "a request joining after the replay window was answered live"
+    );
+    gates[1].send(()).unwrap();
+    let late = late.await.unwrap().unwrap();
+    assert_eq!(late.status(), 200);
+    assert_eq!(sha256_digest(&late.bytes().await.unwrap()), digest);
+    assert_eq!(first_done.await.unwrap(), digest);
+    assert_eq!(joined_done.await.unwrap(), digest);
+    assert_eq!(gets.load(Ordering::SeqCst), 1, "one upstream fetch for three pulls");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
