@@ -14,6 +14,7 @@ mod catalog;
 pub mod catalog_index;
 mod error;
 pub mod gc;
+mod hashing;
 pub mod inventory;
 mod manifests;
 pub mod proxy;

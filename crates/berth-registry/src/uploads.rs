@@ -6,6 +6,7 @@
 //! chunk) it is rebuilt once from the stored data, so sessions survive
 //! restarts with the same Location.
 
+use crate::hashing::PipelinedHasher;
 use crate::{Registry, RegistryError, Result};
 use berth_spec::{Algorithm, Digest, Digester, RepoName};
 use berth_storage::{layout, ByteStream, ObjectBody, StorageError};
@@ -308,11 +309,13 @@ impl Registry {
             e => e.into(),
         };
         let mut writer = self.backend.append(key, offset).await.map_err(storage)?;
+        let mut hashing = PipelinedHasher::new(std::mem::replace(hasher, hasher.algorithm().digester()));
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(RegistryError::Body)?;
-            hasher.update(&chunk);
+            hashing.update(&chunk).await;
             writer.write(chunk).await.map_err(storage)?;
         }
+        *hasher = hashing.finish().await;
         match link {
             Some((name, digest)) if hasher.algorithm() == digest.algorithm() && &hasher.clone().finish() == digest => {
                 let (size, linked) = tokio::join!(writer.finish(), self.link_blob(name, digest));

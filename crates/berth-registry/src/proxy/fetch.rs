@@ -23,6 +23,7 @@
 
 use super::client::{content_length, error_chain, UpstreamError};
 use super::{Mirror, Proxied};
+use crate::hashing::PipelinedHasher;
 use crate::{BlobContent, Registry, RegistryError, Result};
 use berth_spec::range::ByteRange;
 use berth_spec::{Digest, RepoName};
@@ -388,7 +389,7 @@ impl Task {
         })?;
         self.fetch.phase.send_replace(Phase::Streaming { size });
         let mut writer = self.backend.append(staged, 0).await.map_err(storage)?;
-        let mut hasher = self.digest.algorithm().digester();
+        let mut hasher = PipelinedHasher::new(self.digest.algorithm().digester());
         let mut received = 0u64;
         let mut held: Option<Bytes> = None;
         let mut sealed = false;
@@ -411,7 +412,7 @@ impl Task {
                     self.digest
                 )));
             }
-            hasher.update(&chunk);
+            hasher.update(&chunk).await;
             writer.write(chunk.clone()).await.map_err(storage)?;
             if let Some(prev) = held.replace(chunk) {
                 if sealed {
@@ -437,7 +438,7 @@ impl Task {
                 self.digest
             )));
         }
-        let actual = hasher.finish();
+        let actual = hasher.finish().await.finish();
         if actual != self.digest {
             return Err(Failure::Upstream(format!(
                 "the upstream sent bytes for {} whose digest is {actual}",
