@@ -17,8 +17,9 @@
 #   bench/scale.sh [--stages "R:T:B ..."] [--out FILE] [--bin DIR] [--keep]
 #
 # A stage R:T:B means R repositories, T tags in scale/big, B blobs on disk;
-# the default is "1000:100:10000 10000:1000:100000 100000:10000:500000"
-# (500k blobs, ~4 GB, rather than 1M: what fits this machine's disk budget).
+# the default is "1000:100:10000 10000:1000:100000 100000:10000:500000
+# 200000:20000:1000000" (~10 GB of disk at the end, a blob costing ~8 KiB
+# here, its directory and its file).
 # --bin is where the release berth and berth-bench are (default
 # ${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-gnu/release; build them
 # with `cargo build --release -p berth -p berth-bench`).
@@ -31,7 +32,7 @@ cd "$(dirname "$0")/.."
 . bench/lib.sh
 export PATH="/usr/sbin:/sbin:$PATH"
 
-stages="1000:100:10000 10000:1000:100000 100000:10000:500000"
+stages="1000:100:10000 10000:1000:100000 100000:10000:500000 200000:20000:1000000"
 out="bench/scale-last-run.jsonl"
 bin="${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-gnu/release"
 keep=0
