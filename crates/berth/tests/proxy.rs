@@ -336,6 +336,16 @@ async fn fifty_concurrent_pulls_of_a_cold_blob_make_one_upstream_fetch_and_range
     assert_eq!(requests(&upstream, "GET", &small_path), 1);
 }
 
+/// Reads a request's head (up to its blank line) from `conn`, byte by byte.
+fn request_head(conn: &mut std::net::TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).map(|n| n == 1).unwrap_or(false) {
+        head.push(byte[0]);
+    }
+    String::from_utf8_lossy(&head).to_string()
+}
+
 /// An HTTP/1.1 server that has every blob, with the wrong bytes of the right
 /// length; counts the blob GETs it answers.
 fn lying_upstream(len: usize) -> (String, Arc<AtomicUsize>) {
@@ -346,12 +356,7 @@ fn lying_upstream(len: usize) -> (String, Arc<AtomicUsize>) {
     std::thread::spawn(move || {
         for conn in listener.incoming() {
             let Ok(mut conn) = conn else { continue };
-            let mut head = Vec::new();
-            let mut byte = [0u8; 1];
-            while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).map(|n| n == 1).unwrap_or(false) {
-                head.push(byte[0]);
-            }
-            let head = String::from_utf8_lossy(&head).to_string();
+            let head = request_head(&mut conn);
             let is_blob = head.contains("/blobs/sha256:");
             let answer = if is_blob && head.starts_with("GET ") {
                 counter.fetch_add(1, Ordering::SeqCst);
@@ -382,12 +387,7 @@ fn pausing_upstream(blob: Vec<u8>, pauses: Vec<usize>) -> (String, Vec<std::sync
         let mut waits = waits.into_iter();
         for conn in listener.incoming() {
             let Ok(mut conn) = conn else { continue };
-            let mut head = Vec::new();
-            let mut byte = [0u8; 1];
-            while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).map(|n| n == 1).unwrap_or(false) {
-                head.push(byte[0]);
-            }
-            let head = String::from_utf8_lossy(&head).to_string();
+            let head = request_head(&mut conn);
             if !head.contains("/blobs/sha256:") {
                 let _ = conn.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
                 continue;
