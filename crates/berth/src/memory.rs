@@ -24,8 +24,9 @@ pub fn tune() {
     }
 }
 
-/// Returns free heap memory to the kernel.
+/// Returns free heap memory, and the storage's free write buffers, to the kernel.
 pub fn trim() {
+    berth_storage::fs::release_free_buffers();
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim is thread-safe and only releases free memory.
     unsafe {

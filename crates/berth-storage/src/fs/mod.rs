@@ -11,6 +11,7 @@
 //! [`group_commit`]). Temporary files start with `.tmp-` and are never read as data.
 
 mod append;
+pub use append::release_free_buffers;
 mod group_commit;
 mod lock;
 
