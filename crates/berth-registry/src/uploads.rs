@@ -287,6 +287,8 @@ impl Registry {
     }
 
     /// Streams `body` to the staged object `key` at `offset`, hashing it on the way.
+    /// After an error `hasher` holds none of the bytes: callers drop it (an
+    /// upload's next request rebuilds its hash state from the stored data).
     ///
     /// With `link`, once the last byte is in and the digest matches, the
     /// repository link is written while the data is synced: both are durable
