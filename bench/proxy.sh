@@ -115,6 +115,16 @@ evict() { dd if="$1" iflag=nocache count=0 status=none; }
 declare -A runs
 add() { runs[$1]="${runs[$1]:-} $2"; }
 
+# The mirror's reads of the cached blob and of the local one ($mirror is the
+# round's mirror).
+warm() { evict "$(blob_file mirror "$digest")"; add berth-warm "$(rate "http://$mirror/v2/up/$repo/blobs/$digest")"; }
+local_read() {
+  evict "$(blob_file mirror "$local_digest")"
+  add local-first-read "$(rate "http://$mirror/v2/local/big/blobs/$local_digest")"
+}
+warm_again() { add berth-warm-again "$(rate "http://$mirror/v2/up/$repo/blobs/$digest")"; }
+local_again() { add local-again "$(rate "http://$mirror/v2/local/big/blobs/$local_digest")"; }
+
 for r in $(seq 1 "$rounds"); do
   add direct "$(rate "http://$upstream/v2/$repo/blobs/$digest")"
   mirror="$(start_berth mirror --upstream "up=http://$upstream")"
@@ -127,13 +137,6 @@ for r in $(seq 1 "$rounds"); do
   curl -s -o /dev/null -X POST --data-binary @"$work/local-blob" -H 'Content-Type: application/octet-stream' \
     "http://$mirror/v2/local/big/blobs/uploads/?digest=$local_digest"
   # Which goes first alternates with the rounds.
-  warm() { evict "$(blob_file mirror "$digest")"; add berth-warm "$(rate "http://$mirror/v2/up/$repo/blobs/$digest")"; }
-  local_read() {
-    evict "$(blob_file mirror "$local_digest")"
-    add local-first-read "$(rate "http://$mirror/v2/local/big/blobs/$local_digest")"
-  }
-  warm_again() { add berth-warm-again "$(rate "http://$mirror/v2/up/$repo/blobs/$digest")"; }
-  local_again() { add local-again "$(rate "http://$mirror/v2/local/big/blobs/$local_digest")"; }
   if ((r % 2)); then warm; local_read; warm_again; local_again; else local_read; warm; local_again; warm_again; fi
   stop mirror
   dist="$(start_distribution)"

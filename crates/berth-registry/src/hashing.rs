@@ -29,21 +29,44 @@ const BATCH: usize = 512 << 10;
 const QUEUED: usize = 2;
 
 pub(crate) struct PipelinedHasher {
-    /// The hasher while the bytes are hashed in place (`None` once a thread
-    /// has it).
-    inline: Option<Digester>,
+    hasher: Hasher,
     batch: Vec<Bytes>,
     batched: usize,
-    thread: Option<(mpsc::Sender<Vec<Bytes>>, JoinHandle<Digester>)>,
+}
+
+/// Where the hashing happens: in place until the first whole batch, then on
+/// a thread of its own. (One per request body, on its task's stack: the
+/// size of the in-place variant costs nothing worth a box.)
+#[allow(clippy::large_enum_variant)]
+enum Hasher {
+    Here(Digester),
+    Thread {
+        batches: mpsc::Sender<Vec<Bytes>>,
+        done: JoinHandle<Digester>,
+    },
+}
+
+impl Hasher {
+    fn start_thread(mut hasher: Digester) -> Hasher {
+        let (batches, mut rx) = mpsc::channel::<Vec<Bytes>>(QUEUED);
+        let done = tokio::task::spawn_blocking(move || {
+            while let Some(batch) = rx.blocking_recv() {
+                for b in &batch {
+                    hasher.update(b);
+                }
+            }
+            hasher
+        });
+        Hasher::Thread { batches, done }
+    }
 }
 
 impl PipelinedHasher {
     pub(crate) fn new(hasher: Digester) -> PipelinedHasher {
         PipelinedHasher {
-            inline: Some(hasher),
+            hasher: Hasher::Here(hasher),
             batch: Vec::new(),
             batched: 0,
-            thread: None,
         }
     }
 
@@ -59,45 +82,31 @@ impl PipelinedHasher {
         }
         let batch = std::mem::take(&mut self.batch);
         self.batched = 0;
-        let tx = match &self.thread {
-            Some((tx, _)) => tx.clone(),
-            None => {
-                let mut hasher = self.inline.take().expect("inline until the thread starts");
-                let (tx, mut rx) = mpsc::channel::<Vec<Bytes>>(QUEUED);
-                let thread = tokio::task::spawn_blocking(move || {
-                    while let Some(batch) = rx.blocking_recv() {
-                        for b in &batch {
-                            hasher.update(b);
-                        }
-                    }
-                    hasher
-                });
-                self.thread = Some((tx.clone(), thread));
-                tx
-            }
-        };
-        // The thread only stops when the sender is dropped, or by a panic,
-        // which `finish` reports.
-        let _ = tx.send(batch).await;
+        if let Hasher::Here(hasher) = &self.hasher {
+            self.hasher = Hasher::start_thread(hasher.clone());
+        }
+        if let Hasher::Thread { batches, .. } = &self.hasher {
+            // The thread only stops when the sender is dropped, or by a
+            // panic, which `finish` reports.
+            let _ = batches.send(batch).await;
+        }
     }
 
     /// The hasher with every byte given to [`PipelinedHasher::update`] in it.
-    pub(crate) async fn finish(mut self) -> Digester {
-        let batch = std::mem::take(&mut self.batch);
-        match self.thread.take() {
-            None => {
-                let mut hasher = self.inline.take().expect("no thread took it");
-                for b in &batch {
+    pub(crate) async fn finish(self) -> Digester {
+        match self.hasher {
+            Hasher::Here(mut hasher) => {
+                for b in &self.batch {
                     hasher.update(b);
                 }
                 hasher
             }
-            Some((tx, thread)) => {
-                if !batch.is_empty() {
-                    let _ = tx.send(batch).await;
+            Hasher::Thread { batches, done } => {
+                if !self.batch.is_empty() {
+                    let _ = batches.send(self.batch).await;
                 }
-                drop(tx);
-                thread.await.expect("the hashing thread does not panic")
+                drop(batches);
+                done.await.expect("the hashing thread does not panic")
             }
         }
     }

@@ -30,7 +30,7 @@ use berth_spec::{Digest, RepoName};
 use berth_storage::{layout, Backend, ObjectBody};
 use bytes::Bytes;
 use futures::StreamExt;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -217,7 +217,7 @@ pub(crate) async fn get(reg: &Registry, p: &Proxied, digest: &Digest, asked: Opt
     let Some(Joined { sent, mut rx }) = joined else {
         return after_the_fetch(reg, p, digest, asked, &mut phase).await;
     };
-    let mut sent = std::collections::VecDeque::from(sent);
+    let mut sent = VecDeque::from(sent);
     // The response waits for the first byte: a fetch that fails before any
     // byte went out (a one-chunk blob whose digest is wrong, an upstream that
     // hangs up) is answered with an error status, not a broken-off body.
@@ -267,12 +267,12 @@ fn failure(f: Failure, digest: &Digest) -> RegistryError {
 /// fetch fails or ends before the range is complete.
 /// `sent` holds the chunks sent before `rx` began.
 fn live_stream(
-    sent: std::collections::VecDeque<Bytes>,
+    sent: VecDeque<Bytes>,
     rx: mpsc::Receiver<io::Result<Bytes>>,
     range: std::ops::Range<u64>,
 ) -> berth_storage::ByteStream {
     struct State {
-        sent: std::collections::VecDeque<Bytes>,
+        sent: VecDeque<Bytes>,
         rx: mpsc::Receiver<io::Result<Bytes>>,
         pos: u64,
         range: std::ops::Range<u64>,
