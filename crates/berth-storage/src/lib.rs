@@ -12,6 +12,7 @@ pub mod catalog_index;
 pub mod fs;
 pub mod instrumented;
 pub mod layout;
+mod mapping;
 pub mod s3;
 
 pub use backend::{AppendWriter, Backend, ByteStream, ObjectBody, ObjectMeta, StorageError};
