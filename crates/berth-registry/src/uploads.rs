@@ -319,11 +319,11 @@ impl Registry {
             writer.write(chunk).await.map_err(storage)?;
         }
         // The last bytes are still being hashed on one thread and written on
-        // another: wait for both at once (in turn, the two drains added up to
-        // a few ms per request, most of a 5 MiB chunk's overhead). The link
-        // needs the digest, not the data, so it goes as soon as the digest
-        // is known; a link to data that never lands names a blob that does
-        // not exist, which reads as unknown.
+        // another: wait for both at once rather than in turn (the writer's
+        // drain is the longer, so this measured within noise: 1.00x, 1.03x).
+        // The link needs the digest, not the data, so it goes as soon as the
+        // digest is known; a link to data that never lands names a blob that
+        // does not exist, which reads as unknown.
         let hash_then_link = async {
             let hashed = hashing.finish().await;
             let linked = match link {

@@ -263,9 +263,9 @@ impl ObjectWriter {
         Ok(())
     }
 
-    /// Whether bytes wait in a part.
+    /// Whether bytes wait in a part (one is mapped only for a byte to put in it).
     fn buffered(&self) -> bool {
-        self.part.as_ref().is_some_and(|p| p.len > 0)
+        self.part.is_some()
     }
 
     /// The part being filled, as a payload; the next byte maps a new one.
