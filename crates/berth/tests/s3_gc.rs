@@ -20,9 +20,16 @@ use std::time::Duration;
 use support::s3::S3Engine;
 use support::BerthProcess;
 
-/// Concurrent pushers (as the filesystem's stress test), and images each.
+/// Concurrent pushers (as the filesystem's stress test), and the fewest
+/// images each pushes: they go on until the replicas have been killed a few
+/// times and then have collected a few times (`ENOUGH_KILLS`,
+/// `ENOUGH_PASSES`), however fast the store is, or until `PUSH_FOR_AT_MOST`
+/// has passed.
 const PUSHERS: u64 = 16;
 const IMAGES: u64 = 4;
+const ENOUGH_KILLS: usize = 2;
+const ENOUGH_PASSES: usize = 2;
+const PUSH_FOR_AT_MOST: Duration = Duration::from_secs(30);
 
 /// Short timings, the same on every replica: a pin protects its blobs for
 /// 2 s (twice the validity), a dead collector's lease and claims last 3 s.
@@ -53,46 +60,97 @@ struct Pushed {
     blobs: Vec<(String, Vec<u8>)>,
 }
 
+/// What one pusher did.
+#[derive(Default)]
+struct Done {
+    kept: Vec<Pushed>,
+    deleted: Vec<Pushed>,
+    /// Pushes whose manifest PUT was sent but not answered.
+    cut: Vec<Pushed>,
+    /// Blobs uploaded and never referenced.
+    orphans: Vec<String>,
+}
+
+/// How a push ended.
+enum Push {
+    Acked(Pushed),
+    /// The replica went away before answering. `Some` when the manifest PUT
+    /// had been sent: it may have landed, whole or in part (its revision
+    /// written, its tag not yet), and the repository then holds the image.
+    Cut(Option<Pushed>),
+}
+
+impl Push {
+    fn acked(self) -> Option<Pushed> {
+        match self {
+            Push::Acked(p) => Some(p),
+            Push::Cut(_) => None,
+        }
+    }
+}
+
 /// Pushes config and layers, then the manifest; a manifest refused because a
 /// collector deleted one of its blobs meanwhile is pushed again from the
-/// blobs, as a client does. `None` when the replica went away.
-async fn push(c: &Client, repo: &str, tag: &str, blobs: &[Vec<u8>]) -> Option<Pushed> {
-    for _attempt in 0..10 {
+/// blobs, as a client does.
+async fn push(c: &Client, repo: &str, tag: &str, blobs: &[Vec<u8>]) -> Push {
+    let layers: Vec<&[u8]> = blobs[1..].iter().map(Vec::as_slice).collect();
+    let manifest = image_manifest(&blobs[0], &layers);
+    let image = Pushed {
+        tag: tag.to_owned(),
+        digest: sha256(&manifest),
+        blobs: blobs.iter().map(|b| (sha256(b), b.clone())).collect(),
+    };
+    'attempt: for _attempt in 0..10 {
         for b in blobs {
-            let loc = c
+            let Ok(loc) = c
                 .req(Method::POST, &format!("/v2/{repo}/blobs/uploads/?digest={}", sha256(b)))
                 .header("content-type", "application/octet-stream")
                 .body(b.clone())
                 .send()
                 .await
-                .ok()?;
-            assert_eq!(loc.status(), StatusCode::CREATED, "{}", text(loc).await);
+            else {
+                return Push::Cut(None);
+            };
+            match loc.status() {
+                StatusCode::CREATED => {}
+                StatusCode::SERVICE_UNAVAILABLE => {
+                    unavailable(loc).await;
+                    continue 'attempt;
+                }
+                s => panic!("blob POST answered {s}: {}", text(loc).await),
+            }
         }
-        let layers: Vec<&[u8]> = blobs[1..].iter().map(Vec::as_slice).collect();
-        let manifest = image_manifest(&blobs[0], &layers);
-        let r = c
+        let Ok(r) = c
             .req(Method::PUT, &format!("/v2/{repo}/manifests/{tag}"))
             .header("content-type", OCI_MANIFEST)
             .body(manifest.clone())
             .send()
             .await
-            .ok()?;
+        else {
+            return Push::Cut(Some(image));
+        };
         match r.status() {
-            StatusCode::CREATED => {
-                return Some(Pushed {
-                    tag: tag.to_owned(),
-                    digest: sha256(&manifest),
-                    blobs: blobs.iter().map(|b| (sha256(b), b.clone())).collect(),
-                })
-            }
+            StatusCode::CREATED => return Push::Acked(image),
             StatusCode::BAD_REQUEST => {
                 let body = text(r).await;
                 assert!(body.contains("MANIFEST_BLOB_UNKNOWN"), "{body}");
             }
+            StatusCode::SERVICE_UNAVAILABLE => unavailable(r).await,
             s => panic!("manifest PUT answered {s}: {}", text(r).await),
         }
     }
     panic!("{repo}:{tag} refused ten times in a row")
+}
+
+/// A 503 is a transient refusal, nothing acknowledged (on this machine: a
+/// push slower than the test's 1 s pin validity under load); a client waits
+/// and pushes again.
+async fn unavailable(r: reqwest::Response) {
+    assert!(header(&r, "retry-after").is_some(), "a 503 says when to retry");
+    let body = text(r).await;
+    assert!(body.contains("TOOMANYREQUESTS"), "{body}");
+    eprintln!("503, pushing again: {body}");
+    tokio::time::sleep(Duration::from_millis(250)).await;
 }
 
 /// Deletes a manifest through whichever replica is up, until one answers:
@@ -163,40 +221,47 @@ async fn replicas_collect_while_pushing_and_are_killed_at_random() {
 
     // Pushers: 16, spread over the replicas, sharing layers; each also moves
     // a tag and deletes one of its images.
+    let enough = Arc::new(AtomicBool::new(false));
     let mut pushers = Vec::new();
     for p in 0..PUSHERS {
-        let urls = urls.clone();
+        let (urls, enough) = (urls.clone(), enough.clone());
         pushers.push(tokio::spawn(async move {
-            let mut kept = Vec::new();
-            let mut deleted = Vec::new();
-            for i in 0..IMAGES {
-                let url = urls.lock().unwrap()[((p + i) % 3) as usize].clone();
+            let mut done = Done::default();
+            let mut latest = None;
+            let mut i = 0;
+            while i < IMAGES || !enough.load(Ordering::Relaxed) {
+                let n = i;
+                i += 1;
+                let url = urls.lock().unwrap()[((p + n) % 3) as usize].clone();
                 let c = Client::new(&url);
                 let blobs = vec![
-                    format!("{{\"pusher\":{p},\"image\":{i}}}").into_bytes(),
-                    data(1000 + p * 100 + i, 20_000 + (p * 7 + i) as usize * 1000),
-                    data(i % 3, 50_000),
+                    format!("{{\"pusher\":{p},\"image\":{n}}}").into_bytes(),
+                    data(1_000_000 + p * 10_000 + n, 20_000 + (p * 7 + n % 50) as usize * 1000),
+                    data(n % 3, 50_000),
                 ];
-                let tag = format!("p{p}-i{i}");
-                let Some(image) = push(&c, repo, &tag, &blobs).await else {
-                    continue; // the replica was killed under the push: not acknowledged
+                let tag = format!("p{p}-i{n}");
+                // An orphan: uploaded, never referenced.
+                let orphan = data(2_000_000 + p * 10_000 + n, 3_000);
+                done.orphans.push(sha256(&orphan));
+                let image = match push(&c, repo, &tag, &blobs).await {
+                    Push::Acked(image) => image,
+                    // The replica was killed under the push: not acknowledged.
+                    Push::Cut(sent) => {
+                        done.cut.extend(sent);
+                        continue;
+                    }
                 };
                 // The "latest" tag of this pusher moves with each image.
-                let moved = push(&c, repo, &format!("p{p}-latest"), &blobs).await;
-                if i == 2 {
+                let moved = push(&c, repo, &format!("p{p}-latest"), &blobs).await.acked();
+                if n == 2 {
                     // Deleted: its own layer becomes garbage.
                     delete_manifest(&urls, repo, &image.digest).await;
-                    deleted.push(image);
+                    done.deleted.push(image);
+                    latest = None;
                 } else {
-                    kept.push(image.clone());
-                    if let Some(m) = moved {
-                        if i == IMAGES - 1 {
-                            kept.push(m);
-                        }
-                    }
+                    done.kept.push(image);
+                    latest = moved;
                 }
-                // An orphan: uploaded, never referenced.
-                let orphan = data(9000 + p * 10 + i, 3_000);
                 let _ = c
                     .req(
                         Method::POST,
@@ -206,7 +271,8 @@ async fn replicas_collect_while_pushing_and_are_killed_at_random() {
                     .send()
                     .await;
             }
-            (kept, deleted)
+            done.kept.extend(latest);
+            done
         }));
     }
 
@@ -227,10 +293,19 @@ async fn replicas_collect_while_pushing_and_are_killed_at_random() {
         rng % n
     };
     let mut kills = 0;
+    let pushing = std::time::Instant::now();
     loop {
         tokio::time::sleep(Duration::from_millis(1500 + next(3000))).await;
         if pushers.iter().all(|p| p.is_finished()) {
             break;
+        }
+        if kills >= ENOUGH_KILLS {
+            // Left alone, so that passes finish (a pass cut by a kill holds
+            // the lease for its lease time).
+            if passes.load(Ordering::Relaxed) >= ENOUGH_PASSES || pushing.elapsed() > PUSH_FOR_AT_MOST {
+                enough.store(true, Ordering::Relaxed);
+            }
+            continue;
         }
         let victim = next(3) as usize;
         let mut killed = replicas[victim].take().unwrap();
@@ -242,15 +317,21 @@ async fn replicas_collect_while_pushing_and_are_killed_at_random() {
         urls.lock().unwrap()[victim] = restarted.url.clone();
         replicas[victim] = Some(restarted);
     }
-    assert!(kills >= 1, "a replica was killed while the pushers ran");
 
-    let mut kept = Vec::new();
-    let mut deleted = Vec::new();
+    let mut all = Done::default();
     for p in pushers {
-        let (k, d) = p.await.unwrap();
-        kept.extend(k);
-        deleted.extend(d);
+        let done = p.await.unwrap();
+        all.kept.extend(done.kept);
+        all.deleted.extend(done.deleted);
+        all.cut.extend(done.cut);
+        all.orphans.extend(done.orphans);
     }
+    let Done {
+        kept,
+        deleted,
+        cut,
+        orphans,
+    } = all;
     stop.store(true, Ordering::Relaxed);
     for c in collectors {
         c.await.unwrap();
@@ -258,12 +339,14 @@ async fn replicas_collect_while_pushing_and_are_killed_at_random() {
     let passes = passes.load(Ordering::Relaxed);
     let freed = freed.load(Ordering::Relaxed);
     eprintln!(
-        "{} images kept, {} deleted; {kills} kills; {passes} passes freed {freed} blobs, {} refused as busy",
+        "{} images kept, {} deleted, {} cut at the manifest; {kills} kills; {passes} passes freed {freed} blobs, {} refused as busy",
         kept.len(),
         deleted.len(),
+        cut.len(),
         busy.load(Ordering::Relaxed)
     );
-    assert!(passes >= 2, "the collectors ran ({passes} passes)");
+    assert!(passes >= ENOUGH_PASSES, "the collectors ran ({passes} passes)");
+    assert!(kills >= ENOUGH_KILLS, "replicas were killed ({kills} times)");
     assert!(freed > 0, "passes during the pushes deleted blobs");
     assert!(kept.len() >= 30, "most pushes were acknowledged ({})", kept.len());
 
@@ -319,11 +402,41 @@ async fn replicas_collect_while_pushing_and_are_killed_at_random() {
         wanted.insert(image.digest.clone());
         wanted.extend(image.blobs.iter().map(|(d, _)| d.clone()));
     }
-    // Beyond those, only what a tag still names may stay: an image whose
-    // manifest PUT succeeded as its replica was killed, unacknowledged.
-    let named = named_by_tags(&urls[0], repo).await;
+    // Beyond those, only a cut push's image may stay, if its manifest PUT
+    // landed before the kill (perhaps its revision without its tag): the
+    // repository holds it, so the collector keeps it, and it must be whole.
+    let mut landed = BTreeSet::new();
+    let c = Client::new(&urls[0]);
+    for image in &cut {
+        let r = c
+            .req(Method::GET, &format!("/v2/{repo}/manifests/{}", image.digest))
+            .header("accept", OCI_MANIFEST)
+            .send()
+            .await
+            .unwrap();
+        if r.status() == StatusCode::NOT_FOUND {
+            continue;
+        }
+        assert_eq!(r.status(), StatusCode::OK, "cut {}@{}", image.tag, image.digest);
+        landed.insert(image.digest.clone());
+        for (digest, bytes) in &image.blobs {
+            let r = c.get(&format!("/v2/{repo}/blobs/{digest}")).await;
+            assert_eq!(
+                r.status(),
+                StatusCode::OK,
+                "cut {} landed without blob {digest}",
+                image.tag
+            );
+            assert_eq!(&r.bytes().await.unwrap()[..], &bytes[..], "{}: {digest}", image.tag);
+            landed.insert(digest.clone());
+        }
+    }
+    eprintln!(
+        "{} cut pushes had landed",
+        cut.iter().filter(|i| landed.contains(&i.digest)).count()
+    );
     for d in stored.difference(&wanted) {
-        assert!(named.contains(d), "{d} is stored but nothing references it");
+        assert!(landed.contains(d), "{d} is stored but nothing references it");
     }
     for img in &deleted {
         assert!(
@@ -332,36 +445,11 @@ async fn replicas_collect_while_pushing_and_are_killed_at_random() {
             img.digest
         );
     }
-    for p in 0..PUSHERS {
-        for i in 0..IMAGES {
-            let orphan = sha256(&data(9000 + p * 10 + i, 3_000));
-            assert!(!stored.contains(&orphan), "orphan {orphan} still stored");
-        }
+    for orphan in &orphans {
+        assert!(!stored.contains(orphan), "orphan {orphan} still stored");
     }
     drop(replicas);
     engine.remove(&storage);
-}
-
-/// Every digest the tags of `repo` name: their manifests and what those reference.
-async fn named_by_tags(url: &str, repo: &str) -> BTreeSet<String> {
-    let c = Client::new(url);
-    let tags = json_body(c.get(&format!("/v2/{repo}/tags/list")).await).await;
-    let mut named = BTreeSet::new();
-    for tag in tags["tags"].as_array().into_iter().flatten() {
-        let r = c
-            .req(Method::GET, &format!("/v2/{repo}/manifests/{}", tag.as_str().unwrap()))
-            .header("accept", OCI_MANIFEST)
-            .send()
-            .await
-            .unwrap();
-        named.insert(header(&r, "docker-content-digest").unwrap().to_owned());
-        let body: serde_json::Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
-        named.insert(body["config"]["digest"].as_str().unwrap().to_owned());
-        for l in body["layers"].as_array().unwrap() {
-            named.insert(l["digest"].as_str().unwrap().to_owned());
-        }
-    }
-    named
 }
 
 /// `--delete-untagged-after` on S3: an image left untagged by a moved tag
@@ -381,8 +469,8 @@ async fn untagged_manifests_go_on_s3() {
     let repo = "gc/untagged";
     let old = vec![b"{\"old\":1}".to_vec(), data(71, 30_000)];
     let new = vec![b"{\"new\":1}".to_vec(), data(72, 30_000)];
-    let untagged = push(&c, repo, "v1", &old).await.expect("pushed");
-    let tagged = push(&c, repo, "v1", &new).await.expect("pushed");
+    let untagged = push(&c, repo, "v1", &old).await.acked().expect("pushed");
+    let tagged = push(&c, repo, "v1", &new).await.acked().expect("pushed");
     // Past the pins' horizon (2 x 1 s validity, + 1 s of store-time resolution).
     tokio::time::sleep(Duration::from_secs(4)).await;
     let r = c.req(Method::POST, "/berth/v1/gc").send().await.unwrap();
@@ -430,6 +518,7 @@ async fn scheduled_passes_run_on_replicas_of_one_bucket() {
     let repo = "gc/scheduled";
     let image = push(&c, repo, "v1", &[b"{\"s\":1}".to_vec(), data(81, 20_000)])
         .await
+        .acked()
         .expect("pushed");
     let orphan = data(82, 5_000);
     let orphan_digest = Client::new(&replicas[1].url).push_blob(repo, &orphan).await;
