@@ -228,10 +228,10 @@ async fn replicas_collect_while_pushing_and_are_killed_at_random() {
         pushers.push(tokio::spawn(async move {
             let mut done = Done::default();
             let mut latest = None;
-            let mut i = 0;
-            while i < IMAGES || !enough.load(Ordering::Relaxed) {
-                let n = i;
-                i += 1;
+            for n in 0.. {
+                if n >= IMAGES && enough.load(Ordering::Relaxed) {
+                    break;
+                }
                 let url = urls.lock().unwrap()[((p + n) % 3) as usize].clone();
                 let c = Client::new(&url);
                 let blobs = vec![
@@ -367,18 +367,9 @@ async fn replicas_collect_while_pushing_and_are_killed_at_random() {
     for url in &urls {
         let c = Client::new(url);
         for image in &kept {
-            let r = c
-                .req(Method::GET, &format!("/v2/{repo}/manifests/{}", image.digest))
-                .header("accept", OCI_MANIFEST)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), StatusCode::OK, "{}@{}", image.tag, image.digest);
-            for (digest, bytes) in &image.blobs {
-                let r = c.get(&format!("/v2/{repo}/blobs/{digest}")).await;
-                assert_eq!(r.status(), StatusCode::OK, "{}: blob {digest} lost", image.tag);
-                assert_eq!(&r.bytes().await.unwrap()[..], &bytes[..], "{}: {digest}", image.tag);
-            }
+            let status = manifest_status(&c, repo, &image.digest).await;
+            assert_eq!(status, StatusCode::OK, "{}@{}", image.tag, image.digest);
+            assert_blobs_whole(&c, repo, image).await;
         }
     }
 
@@ -408,28 +399,14 @@ async fn replicas_collect_while_pushing_and_are_killed_at_random() {
     let mut landed = BTreeSet::new();
     let c = Client::new(&urls[0]);
     for image in &cut {
-        let r = c
-            .req(Method::GET, &format!("/v2/{repo}/manifests/{}", image.digest))
-            .header("accept", OCI_MANIFEST)
-            .send()
-            .await
-            .unwrap();
-        if r.status() == StatusCode::NOT_FOUND {
+        let status = manifest_status(&c, repo, &image.digest).await;
+        if status == StatusCode::NOT_FOUND {
             continue;
         }
-        assert_eq!(r.status(), StatusCode::OK, "cut {}@{}", image.tag, image.digest);
+        assert_eq!(status, StatusCode::OK, "cut {}@{}", image.tag, image.digest);
+        assert_blobs_whole(&c, repo, image).await;
         landed.insert(image.digest.clone());
-        for (digest, bytes) in &image.blobs {
-            let r = c.get(&format!("/v2/{repo}/blobs/{digest}")).await;
-            assert_eq!(
-                r.status(),
-                StatusCode::OK,
-                "cut {} landed without blob {digest}",
-                image.tag
-            );
-            assert_eq!(&r.bytes().await.unwrap()[..], &bytes[..], "{}: {digest}", image.tag);
-            landed.insert(digest.clone());
-        }
+        landed.extend(image.blobs.iter().map(|(d, _)| d.clone()));
     }
     eprintln!(
         "{} cut pushes had landed",
@@ -450,6 +427,24 @@ async fn replicas_collect_while_pushing_and_are_killed_at_random() {
     }
     drop(replicas);
     engine.remove(&storage);
+}
+
+async fn manifest_status(c: &Client, repo: &str, digest: &str) -> StatusCode {
+    c.req(Method::GET, &format!("/v2/{repo}/manifests/{digest}"))
+        .header("accept", OCI_MANIFEST)
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+/// Every blob of `image` is served, with its bytes.
+async fn assert_blobs_whole(c: &Client, repo: &str, image: &Pushed) {
+    for (digest, bytes) in &image.blobs {
+        let r = c.get(&format!("/v2/{repo}/blobs/{digest}")).await;
+        assert_eq!(r.status(), StatusCode::OK, "{}: blob {digest} lost", image.tag);
+        assert_eq!(&r.bytes().await.unwrap()[..], &bytes[..], "{}: {digest}", image.tag);
+    }
 }
 
 /// `--delete-untagged-after` on S3: an image left untagged by a moved tag
